@@ -1,0 +1,1 @@
+"""What talks to the server: the Python client library and bot players."""

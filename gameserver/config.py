@@ -1,0 +1,24 @@
+"""A node's settings, with the embedded defaults that `arbiter up` runs on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from .session import Limits
+
+
+@attrs.frozen
+class NodeConfig:
+    data_dir: Path = Path("data")
+    snapshot_every: int = attrs.field(default=100, validator=attrs.validators.in_(range(1, 1_000_001)))
+    synchronous: str = attrs.field(default="NORMAL", validator=attrs.validators.in_(("NORMAL", "FULL")))
+    inbox_size: int = 1024  # messages waiting for the actor; past it, senders wait (see docs)
+    inbox_wait_s: float = 1.0  # how long a sender waits for room before its connection is closed (1013)
+    outbox_frames: int = 256  # non-state frames queued for one connection; past it: close 4010
+    send_timeout_s: float = 10.0  # one frame blocked this long: close 4010
+    late_threshold_s: float = 0.025  # a tick that starts later than this after its deadline is late
+    events_on_resume: int = 1000  # events replayed to a client that resumes
+    limits: Limits = Limits()
+    token_ttl_s: float = 3600.0

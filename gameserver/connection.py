@@ -1,0 +1,83 @@
+"""A client connection as its match's actor sees it: who it is, and an outbox that never blocks.
+
+The actor only ever calls the non-blocking methods here; the connection's writer task (in
+endpoint.py) drains the outbox to the socket. State frames replace each other (a slow reader
+gets the newest state, not a backlog); other frames queue up to a bound, past which the
+connection is closed as a slow consumer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import trio
+
+from .protocol import CLOSE_SLOW_CONSUMER
+
+_ids = itertools.count(1)
+
+
+class Connection:
+    __slots__ = ("id", "match_id", "player", "role", "fmt", "resume_tick", "queue", "pending_state",
+                 "close_request", "wakeup", "admitted", "admission_error", "max_frames", "on_slow")
+
+    def __init__(self, *, match_id: str, player: str, role: str, fmt: str, resume_tick: int | None,
+                 max_frames: int):
+        self.id = next(_ids)
+        self.match_id = match_id
+        self.player = player
+        self.role = role
+        self.fmt = fmt
+        self.resume_tick = resume_tick
+        self.queue: deque[str | bytes] = deque()
+        self.pending_state: str | bytes | None = None
+        self.close_request: tuple[int, str] | None = None
+        self.wakeup = trio.Event()
+        self.admitted = trio.Event()
+        self.admission_error: tuple[int, str] | None = None
+        self.max_frames = max_frames
+        self.on_slow = None  # set by the endpoint: counts a slow-consumer disconnect
+
+    @property
+    def closing(self) -> bool:
+        return self.close_request is not None
+
+    def send(self, frame: str | bytes) -> None:
+        if self.close_request is not None:
+            return
+        if len(self.queue) >= self.max_frames:
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: too many frames waiting")
+            return
+        self.queue.append(frame)
+        self.wakeup.set()
+
+    def offer_state(self, frame: str | bytes) -> None:
+        if self.close_request is None:
+            self.pending_state = frame
+            self.wakeup.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_request is None:
+            self.close_request = (code, reason)
+            if code == CLOSE_SLOW_CONSUMER and self.on_slow is not None:
+                self.on_slow()
+        self.wakeup.set()
+
+    def admit(self) -> None:
+        self.admitted.set()
+
+    def refuse(self, code: int, reason: str) -> None:
+        self.admission_error = (code, reason)
+        self.admitted.set()
+
+    def take(self) -> list[str | bytes]:
+        """Everything to write now, in order: queued frames, then the newest state."""
+        frames = list(self.queue)
+        self.queue.clear()
+        if self.pending_state is not None:
+            frames.append(self.pending_state)
+            self.pending_state = None
+        if self.wakeup.is_set():
+            self.wakeup = trio.Event()
+        return frames

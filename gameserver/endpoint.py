@@ -1,0 +1,214 @@
+"""The WebSocket endpoint: moves frames between sockets, sessions and match actors.
+
+Each connection is a handler task with two halves: a reader that feeds frames through the
+connection's `Session` and submits what it accepts to the match's actor, and a writer that
+drains the connection's outbox to the socket. Pings are answered here, without the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from . import protocol, tokens
+from .actor import Actor, Gone, InputMessage, JoinRequest, LeaveRequest
+from .connection import Connection
+from .node import MatchNotFound, MatchOver, MatchUnavailable, Node
+from .session import Authenticate, Close, LeaveMatch, Send, Session, Submit
+
+log = logging.getLogger("arbiter.endpoint")
+
+PATH = re.compile(r"/v1/matches/([0-9a-z]{26})")
+CLOSE_REASON_BYTES = 120  # RFC 6455 allows 123 bytes of close reason
+
+
+def close_reason(text: str) -> str:
+    data = text.encode()[:CLOSE_REASON_BYTES]
+    return data.decode(errors="ignore")
+
+
+def choose_format(proposed: tuple[str, ...]) -> tuple[str | None, str] | None:
+    """(subprotocol to answer, format); JSON without a subprotocol; None if nothing fits."""
+    if not proposed:
+        return None, protocol.JSON
+    for name in proposed:
+        if name in protocol.SUBPROTOCOLS:
+            return name, protocol.SUBPROTOCOLS[name]
+    return None
+
+
+class Endpoint:
+    def __init__(self, node: Node, secret: bytes, wall_clock: Callable[[], float] | None = None):
+        self.node = node
+        self.secret = secret
+        self.config = node.config
+        self.wall_clock = wall_clock or node.wall_clock
+        self.open = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._unadmitted: set[trio.CancelScope] = set()
+
+    async def serve(self, host: str, port: int, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        await serve_websocket(self.handle, host, port, None, max_message_size=protocol.MAX_FRAME_BYTES,
+                              message_queue_size=4, connect_timeout=10, disconnect_timeout=5,
+                              task_status=task_status)
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Close connections that are not in a match yet; wait (bounded) for every handler to end."""
+        for scope in list(self._unadmitted):
+            scope.cancel()
+        with trio.move_on_after(timeout):
+            await self._idle.wait()
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        match = PATH.fullmatch(urlsplit(request.path).path)
+        if match is None:
+            await request.reject(404, body=b"no such endpoint: connect to /v1/matches/{match_id}")
+            return
+        chosen = choose_format(tuple(request.proposed_subprotocols))
+        if chosen is None:
+            await request.reject(400, body=b"supported subprotocols: " + ", ".join(protocol.SUBPROTOCOLS).encode())
+            return
+        subprotocol, fmt = chosen
+        ws = await request.accept(subprotocol=subprotocol)
+        self.open += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self.node.metrics.connections.inc()
+        try:
+            await self._serve(ws, match.group(1), fmt)
+        finally:
+            self.open -= 1
+            self.node.metrics.connections.dec()
+            if self.open == 0:
+                self._idle.set()
+
+    async def _serve(self, ws: WebSocketConnection, match_id: str, fmt: str) -> None:
+        session = Session(fmt, trio.current_time(), self.config.limits)
+        with trio.CancelScope() as scope:
+            self._unadmitted.add(scope)
+            try:
+                joined = await self._join(ws, session, match_id, fmt)
+            finally:
+                self._unadmitted.discard(scope)
+        if scope.cancelled_caught:
+            await close(ws, protocol.CLOSE_GOING_AWAY, "server shutting down", timeout=1)
+            return
+        if joined is None:
+            return
+        actor, conn = joined
+        session.admitted(conn.role)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write, ws, conn)
+            try:
+                await self._read(ws, session, actor, conn)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(self.config.inbox_wait_s):
+                    await actor.submit(Gone(conn))
+                nursery.cancel_scope.cancel()
+
+    async def _join(self, ws: WebSocketConnection, session: Session, match_id: str,
+                    fmt: str) -> tuple[Actor, Connection] | None:
+        """Wait for auth (bounded), check the token, join the match. None: already closed."""
+        with trio.move_on_after(self.config.limits.auth_timeout_s) as timer:
+            auth = None
+            while auth is None:
+                try:
+                    frame = await ws.get_message()
+                except ConnectionClosed:
+                    return None
+                for action in session.receive(frame, trio.current_time()):
+                    if isinstance(action, Send):
+                        await _send_quietly(ws, protocol.encode_server(action.frame, fmt))
+                    elif isinstance(action, Close):
+                        await close(ws, action.code, action.reason)
+                        return None
+                    elif isinstance(action, Authenticate):
+                        auth = action.auth
+        if timer.cancelled_caught:
+            await close(ws, protocol.CLOSE_AUTH_TIMEOUT, "no auth message in time")
+            return None
+        try:
+            grant = tokens.verify(self.secret, auth.token, self.wall_clock())
+        except tokens.TokenError as error:
+            await close(ws, protocol.CLOSE_AUTH_FAILED, str(error))
+            return None
+        if grant.match_id != match_id:
+            await close(ws, protocol.CLOSE_AUTH_FAILED, "the token is for another match")
+            return None
+        try:
+            actor = await self.node.actor(match_id)
+        except MatchNotFound as error:
+            await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
+            return None
+        except MatchOver as error:
+            await close(ws, protocol.CLOSE_MATCH_OVER, str(error))
+            return None
+        except MatchUnavailable as error:
+            await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
+            return None
+        conn = Connection(match_id=match_id, player=grant.player, role=grant.role, fmt=fmt,
+                          resume_tick=auth.resume_tick, max_frames=self.config.outbox_frames)
+        conn.on_slow = self.node.metrics.slow_consumers.inc
+        if not await actor.submit(JoinRequest(conn)):
+            await close(ws, protocol.CLOSE_TRY_AGAIN, "the match is busy or over; try again")
+            return None
+        await conn.admitted.wait()
+        if conn.admission_error is not None:
+            code, reason = conn.admission_error
+            await close(ws, code, reason)
+            return None
+        return actor, conn
+
+    async def _read(self, ws: WebSocketConnection, session: Session, actor: Actor, conn: Connection) -> None:
+        while True:
+            try:
+                frame = await ws.get_message()
+            except ConnectionClosed:
+                return
+            for action in session.receive(frame, trio.current_time()):
+                if isinstance(action, Submit):
+                    if not await actor.submit(InputMessage(conn, action.input)):
+                        conn.close(protocol.CLOSE_TRY_AGAIN, "the match's inbox stayed full; resend after reconnecting")
+                elif isinstance(action, Send):
+                    conn.send(protocol.encode_server(action.frame, conn.fmt))
+                elif isinstance(action, LeaveMatch):
+                    await actor.submit(LeaveRequest(conn))
+                elif isinstance(action, Close):
+                    conn.close(action.code, action.reason)
+
+    async def _write(self, ws: WebSocketConnection, conn: Connection) -> None:
+        timeout = self.config.send_timeout_s
+        try:
+            while True:
+                await conn.wakeup.wait()
+                for frame in conn.take():
+                    with trio.move_on_after(timeout) as timer:
+                        await ws.send_message(frame)
+                    if timer.cancelled_caught:
+                        conn.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: a frame waited too long")
+                        await close(ws, protocol.CLOSE_SLOW_CONSUMER, "slow consumer", timeout=1)
+                        return
+                if conn.close_request is not None and not conn.queue and conn.pending_state is None:
+                    code, reason = conn.close_request
+                    await close(ws, code, reason)
+                    return
+        except ConnectionClosed:
+            return
+
+
+async def close(ws: WebSocketConnection, code: int, reason: str, timeout: float = 5.0) -> None:
+    """Close with a code and a reason; give up on the closing handshake after `timeout`."""
+    with trio.move_on_after(timeout):
+        await ws.aclose(code, close_reason(reason))
+
+
+async def _send_quietly(ws: WebSocketConnection, frame: str | bytes) -> None:
+    try:
+        await ws.send_message(frame)
+    except ConnectionClosed:
+        pass

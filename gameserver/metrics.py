@@ -1,0 +1,35 @@
+"""Prometheus metrics of a node, in a registry of its own (so tests and several nodes don't mix)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # the *_created series only add noise to every scrape
+
+_TICK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+_COMMIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.live_matches = Gauge("arbiter_live_matches", "Match actors in memory", registry=r)
+        self.connections = Gauge("arbiter_connections", "Open WebSocket connections", registry=r)
+        self.ticks = Counter("arbiter_ticks", "Ticks run", registry=r)
+        self.late_ticks = Counter("arbiter_late_ticks", "Ticks started more than the lateness "
+                                  "threshold after their deadline, plus deadlines skipped", registry=r)
+        self.tick_duration = Histogram("arbiter_tick_duration_seconds", "Time to run, commit and "
+                                       "send one tick", buckets=_TICK_BUCKETS, registry=r)
+        self.tick_lateness = Histogram("arbiter_tick_lateness_seconds", "How long after its deadline "
+                                       "a tick started", buckets=_TICK_BUCKETS, registry=r)
+        self.inputs = Counter("arbiter_inputs", "Inputs applied (rate() gives inputs/s)", registry=r)
+        self.inputs_rejected = Counter("arbiter_inputs_rejected", "Inputs not applied", ["code"], registry=r)
+        self.commit = Histogram("arbiter_commit_seconds", "SQLite commit latency of one tick",
+                                buckets=_COMMIT_BUCKETS, registry=r)
+        self.matches_finished = Counter("arbiter_matches_finished", "Matches that ended, crashed or "
+                                        "failed", ["status"], registry=r)
+        self.activation = Histogram("arbiter_activation_seconds", "Time to load and re-simulate a "
+                                    "match on activation", registry=r)
+        self.slow_consumers = Counter("arbiter_slow_consumer_disconnects", "Connections closed "
+                                      "because they did not read", registry=r)

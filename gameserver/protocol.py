@@ -1,0 +1,153 @@
+"""The wire protocol: client messages, server frames, error codes and close codes (docs/protocol.md).
+
+Sans-IO: bytes or text in, messages out; messages in, text or bytes out. JSON text frames by
+default; msgpack binary frames when the client asks for the `arbiter.msgpack.v1` subprotocol.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import msgpack
+
+from .canonical import encode
+
+JSON = "json"
+MSGPACK = "msgpack"
+SUBPROTOCOLS = {"arbiter.json.v1": JSON, "arbiter.msgpack.v1": MSGPACK}
+SUBPROTOCOL_OF = {fmt: name for name, fmt in SUBPROTOCOLS.items()}
+
+MAX_FRAME_BYTES = 64 * 1024
+MAX_TOKEN_CHARS = 4096
+MAX_PING_ID_CHARS = 64
+MAX_SEQ = 2**53 - 1  # exact in every client's numbers, JavaScript's too
+
+# Close codes. 1000-1013 are RFC 6455's; 4000-4999 are Arbiter's.
+CLOSE_NORMAL = 1000  # the match ended, or the client left
+CLOSE_GOING_AWAY = 1001  # the server is shutting down
+CLOSE_POLICY = 1008  # too many protocol errors or inputs past the rate limit
+CLOSE_TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
+CLOSE_INTERNAL = 1011  # the server failed (storage); the match is marked failed
+CLOSE_TRY_AGAIN = 1013  # the match's inbox stayed full; reconnect and resend
+CLOSE_AUTH_FAILED = 4001  # missing, malformed, forged, expired or wrong-match token
+CLOSE_AUTH_TIMEOUT = 4002  # no auth message in time
+CLOSE_MATCH_NOT_FOUND = 4004  # no such match on this node, or its file is unusable
+CLOSE_JOIN_REFUSED = 4005  # the match is full, or the game refused the player
+CLOSE_REPLACED = 4009  # the same player connected again elsewhere
+CLOSE_SLOW_CONSUMER = 4010  # the client did not read its frames in time
+CLOSE_MATCH_CRASHED = 4011  # game code raised; the match is over with status "crashed"
+CLOSE_MATCH_OVER = 4012  # the match had already ended when the client connected
+
+
+class ProtocolError(Exception):
+    """A frame the client got wrong. `code` is the error code the client is sent."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@attrs.frozen
+class Auth:
+    token: str
+    resume_tick: int | None = None
+
+
+@attrs.frozen
+class Input:
+    seq: int
+    data: Any
+
+
+@attrs.frozen
+class Ping:
+    id: Any = None
+
+
+@attrs.frozen
+class Leave:
+    pass
+
+
+ClientMessage = Auth | Input | Ping | Leave
+
+
+def _int(value: Any, name: str, low: int = 0, high: int = MAX_SEQ) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProtocolError("bad_frame", f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def decode_client(frame: str | bytes, fmt: str) -> ClientMessage:
+    """Decode one client frame. Raises `ProtocolError` for anything that is not a valid message."""
+    if fmt == JSON:
+        if not isinstance(frame, str):
+            raise ProtocolError("bad_frame", "this connection speaks JSON text frames")
+        try:
+            body = json.loads(frame)
+        except (ValueError, RecursionError):
+            raise ProtocolError("bad_frame", "a frame is one JSON object") from None
+    else:
+        if not isinstance(frame, bytes):
+            raise ProtocolError("bad_frame", "this connection speaks msgpack binary frames")
+        try:
+            body = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_buffer_size=MAX_FRAME_BYTES)
+        except Exception:  # msgpack raises many types for bad bytes
+            raise ProtocolError("bad_frame", "a frame is one msgpack map") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("bad_frame", "a frame is an object with a type field 't'")
+    kind = body.get("t")
+    if kind == "input":
+        _only(body, {"t", "seq", "data"})
+        seq = _int(body.get("seq"), "seq", 1)
+        if "data" not in body:
+            raise ProtocolError("bad_frame", "an input has data")
+        return Input(seq, body["data"])
+    if kind == "ping":
+        _only(body, {"t", "id"})
+        ping_id = body.get("id")
+        if ping_id is not None and not (
+            (isinstance(ping_id, (int, float)) and not isinstance(ping_id, bool) and abs(ping_id) <= MAX_SEQ)
+            or (isinstance(ping_id, str) and len(ping_id) <= MAX_PING_ID_CHARS)
+        ):
+            raise ProtocolError("bad_frame", f"a ping id is a number or a string of at most {MAX_PING_ID_CHARS}")
+        return Ping(ping_id)
+    if kind == "auth":
+        _only(body, {"t", "token", "resume_tick"})
+        token = body.get("token")
+        if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_CHARS:
+            raise ProtocolError("bad_frame", "auth needs a token string")
+        resume = body.get("resume_tick")
+        return Auth(token, None if resume is None else _int(resume, "resume_tick"))
+    if kind == "leave":
+        _only(body, {"t"})
+        return Leave()
+    raise ProtocolError("bad_frame", "t must be one of auth, input, ping, leave")
+
+
+def _only(body: dict, allowed: set[str]) -> None:
+    extra = body.keys() - allowed
+    if extra:
+        raise ProtocolError("bad_frame", f"unknown fields: {', '.join(sorted(map(str, extra)))[:100]}")
+
+
+def encode_server(message: dict[str, Any], fmt: str) -> str | bytes:
+    """Encode one server frame (a dict with its type in 't')."""
+    if fmt == JSON:
+        return encode(message).decode()
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def error_frame(code: str, message: str, seq: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"t": "error", "code": code, "message": message}
+    if seq is not None:
+        frame["seq"] = seq
+    return frame
+
+
+def state_frame_json(tick: int, acks_json: bytes, state_json: bytes) -> str:
+    """A JSON state frame from already-encoded parts: the state is encoded once per tick."""
+    return (b'{"t":"state","tick":%d,"acks":%b,"state":%b}' % (tick, acks_json, state_json)).decode()

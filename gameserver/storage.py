@@ -1,0 +1,465 @@
+"""One SQLite file per match: metadata, players, the input log, checksums, snapshots, events,
+the game's key-value store and the result.
+
+Only the match's actor writes its file (one writer). Everything a tick produced is committed in
+one transaction (`commit_step`), before anything about that tick leaves the server. Files are
+created beside their final name and linked into place, so an existing file is never overwritten.
+Readers (status scans, the replay tool) open files read-only. See docs/operations.md for what
+survives `kill -9` and power loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .canonical import encode
+from .simulation import Command
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x41524231  # "ARB1": tells an Arbiter match file from any other SQLite file
+SUFFIX = ".sqlite3"
+
+CREATED = "created"
+RUNNING = "running"
+ENDED = "ended"
+CRASHED = "crashed"
+FAILED = "failed"
+FINISHED = (ENDED, CRASHED, FAILED)
+
+_SCHEMA_V1 = """
+CREATE TABLE match (
+    only INTEGER PRIMARY KEY CHECK (only = 1),
+    match_id TEXT NOT NULL,
+    game TEXT NOT NULL,
+    game_version TEXT NOT NULL,
+    params TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    tick_rate INTEGER NOT NULL,
+    snapshot_every INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    tick INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    result TEXT
+);
+CREATE TABLE players (
+    player_id TEXT PRIMARY KEY,
+    join_order INTEGER NOT NULL,
+    joined_tick INTEGER NOT NULL,
+    left_tick INTEGER
+);
+CREATE TABLE inputs (
+    tick INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    player_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT,
+    PRIMARY KEY (tick, idx)
+) WITHOUT ROWID;
+CREATE TABLE checksums (tick INTEGER PRIMARY KEY, checksum INTEGER NOT NULL);
+CREATE TABLE snapshots (
+    tick INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    checksum INTEGER NOT NULL,
+    seated TEXT NOT NULL,
+    last_seq TEXT NOT NULL
+);
+CREATE TABLE events (
+    tick INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT,
+    PRIMARY KEY (tick, idx)
+) WITHOUT ROWID;
+CREATE TABLE kv (
+    key TEXT NOT NULL,
+    tick INTEGER NOT NULL,
+    value TEXT,
+    PRIMARY KEY (key, tick)
+) WITHOUT ROWID;
+"""
+
+# MIGRATIONS[v] turns a version-v file into a version-(v + 1) file, inside one transaction.
+MIGRATIONS: dict[int, Any] = {}
+
+
+class MatchFileError(Exception):
+    """A match file that cannot be used. It is reported and left exactly as it is."""
+
+
+class NotAMatchFile(MatchFileError):
+    """Not SQLite, or SQLite that is not an Arbiter match file."""
+
+
+class NewerSchema(MatchFileError):
+    """Written by a newer Arbiter: this version must not touch it."""
+
+
+class CorruptFile(MatchFileError):
+    """SQLite says the file is damaged, or it lacks what every match file has."""
+
+
+class MatchExists(MatchFileError):
+    """A file for this match id is already there."""
+
+
+@attrs.frozen
+class MatchMeta:
+    match_id: str
+    game: str
+    game_version: str
+    params: Any  # unstructured (JSON-able)
+    seed: int
+    tick_rate: int
+    snapshot_every: int
+    status: str
+    status_reason: str | None
+    tick: int
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    ended_at: float | None
+    result: Any
+
+
+@attrs.frozen
+class Snapshot:
+    tick: int
+    state: str  # the canonical JSON of the state
+    checksum: int
+    seated: list[str]
+    last_seq: dict[str, int]
+
+
+@attrs.frozen
+class StepRecord:
+    """Everything one tick writes, committed in one transaction."""
+
+    tick: int
+    commands: list[Command]
+    checksum: int | None  # None: the tick did not complete (game code crashed in it)
+    events: list[tuple[str, Any]] = attrs.field(factory=list)
+    kv_writes: list[tuple[str, Any]] = attrs.field(factory=list)
+    snapshot: Snapshot | None = None
+    status: str | None = None  # a new status, if the tick changed it
+    status_reason: str | None = None
+    result: Any = None
+
+
+def match_path(data_dir: Path, match_id: str) -> Path:
+    return data_dir / "matches" / f"{match_id}{SUFFIX}"
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    if read_only:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+def _check_header(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version, after checking that it is an Arbiter match file."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        raise NotAMatchFile(f"{path}: not an SQLite database ({error})") from error
+    if app_id != APPLICATION_ID:
+        raise NotAMatchFile(f"{path}: an SQLite file, but not an Arbiter match file")
+    if version > SCHEMA_VERSION:
+        raise NewerSchema(f"{path}: schema version {version} is newer than this Arbiter's "
+                          f"{SCHEMA_VERSION}; upgrade Arbiter to open it")
+    if version < 1:
+        raise CorruptFile(f"{path}: schema version {version} is not a valid version")
+    return version
+
+
+class MatchStore:
+    """An open match file. Not thread-safe: one caller at a time (the actor, or a thread it awaits)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool):
+        self.conn = conn
+        self.path = path
+        self.read_only = read_only
+
+    # -- opening and creating ---------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, meta: MatchMeta, snapshot: Snapshot, *, synchronous: str = "NORMAL") -> MatchStore:
+        """Create the file for a new match. Raises `MatchExists` rather than overwrite."""
+        if path.exists():
+            raise MatchExists(f"{path} exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.new")
+        conn = _connect(staging, read_only=False)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.executescript(f"BEGIN; {_SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            conn.execute("BEGIN")
+            conn.execute(
+                "INSERT INTO match (only, match_id, game, game_version, params, seed, tick_rate,"
+                " snapshot_every, status, status_reason, tick, created_at, updated_at, started_at,"
+                " ended_at, result) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (meta.match_id, meta.game, meta.game_version, _json(meta.params), meta.seed,
+                 meta.tick_rate, meta.snapshot_every, meta.status, meta.status_reason, meta.tick,
+                 meta.created_at, meta.updated_at, meta.started_at, meta.ended_at, _json(meta.result)),
+            )
+            cls._insert_snapshot(conn, snapshot)
+            conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (snapshot.tick, snapshot.checksum))
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # checkpoints and removes the WAL: the staged file is complete alone
+        try:
+            os.link(staging, path)  # fails if `path` appeared meanwhile: never overwrite
+        except FileExistsError as error:
+            raise MatchExists(f"{path} exists") from error
+        finally:
+            staging.unlink(missing_ok=True)
+        return cls.open(path, synchronous=synchronous)
+
+    @classmethod
+    def open(cls, path: Path, *, read_only: bool = False, synchronous: str = "NORMAL",
+             check: bool = True) -> MatchStore:
+        """Open an existing match file; migrate an older schema (not when read-only)."""
+        if not path.is_file():
+            raise MatchFileError(f"{path}: no such file")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous is NORMAL or FULL")
+        try:
+            with path.open("rb") as handle:
+                header = handle.read(16)
+        except OSError as error:
+            raise MatchFileError(f"{path}: cannot read ({error})") from error
+        if header != b"SQLite format 3\x00":
+            raise NotAMatchFile(f"{path}: not an SQLite database")
+        try:
+            conn = _connect(path, read_only=read_only)
+        except sqlite3.Error as error:
+            raise MatchFileError(f"{path}: cannot open ({error})") from error
+        try:
+            version = _check_header(conn, path)
+            if check:
+                verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if verdict != "ok":
+                    raise CorruptFile(f"{path}: damaged ({verdict})")
+            if version < SCHEMA_VERSION:
+                if read_only:
+                    raise MatchFileError(f"{path}: schema version {version} needs a migration; "
+                                         "open it with a running node first")
+                _migrate(conn, version)
+            if not read_only:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {synchronous}")
+            store = cls(conn, path, read_only=read_only)
+            store.meta()  # every match file has its match row
+        except sqlite3.DatabaseError as error:
+            conn.close()
+            raise CorruptFile(f"{path}: damaged ({error})") from error
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def meta(self) -> MatchMeta:
+        row = self.conn.execute(
+            "SELECT match_id, game, game_version, params, seed, tick_rate, snapshot_every, status,"
+            " status_reason, tick, created_at, updated_at, started_at, ended_at, result FROM match"
+        ).fetchone()
+        if row is None:
+            raise CorruptFile(f"{self.path}: the match row is missing")
+        values = list(row)
+        values[3] = json.loads(values[3])
+        values[14] = json.loads(values[14]) if values[14] is not None else None
+        return MatchMeta(*values)
+
+    def latest_snapshot(self, at_or_before: int | None = None) -> Snapshot:
+        sql = "SELECT tick, state, checksum, seated, last_seq FROM snapshots"
+        args: tuple = ()
+        if at_or_before is not None:
+            sql += " WHERE tick <= ?"
+            args = (at_or_before,)
+        row = self.conn.execute(sql + " ORDER BY tick DESC LIMIT 1", args).fetchone()
+        if row is None:
+            raise CorruptFile(f"{self.path}: no snapshot")
+        return Snapshot(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]))
+
+    def commands_after(self, tick: int, until: int | None = None) -> Iterator[tuple[int, list[Command]]]:
+        """(tick, commands) for every tick after `tick` that has commands, in order."""
+        sql = "SELECT tick, kind, player_id, seq, data FROM inputs WHERE tick > ?"
+        args: tuple = (tick,)
+        if until is not None:
+            sql += " AND tick <= ?"
+            args = (tick, until)
+        current, batch = None, []
+        for t, kind, player, seq, data in self.conn.execute(sql + " ORDER BY tick, idx", args):
+            if t != current:
+                if batch:
+                    yield current, batch
+                current, batch = t, []
+            batch.append(Command(kind, player, seq, json.loads(data) if data is not None else None))
+        if batch:
+            yield current, batch
+
+    def checksums_after(self, tick: int, until: int | None = None) -> dict[int, int]:
+        sql = "SELECT tick, checksum FROM checksums WHERE tick > ?"
+        args: tuple = (tick,)
+        if until is not None:
+            sql += " AND tick <= ?"
+            args = (tick, until)
+        return dict(self.conn.execute(sql, args).fetchall())
+
+    def kv_at(self, tick: int) -> dict[str, Any]:
+        """The key-value store as it was after `tick`."""
+        rows = self.conn.execute(
+            "SELECT key, value FROM kv AS a WHERE tick = (SELECT MAX(tick) FROM kv AS b"
+            " WHERE b.key = a.key AND b.tick <= ?)", (tick,)).fetchall()
+        return {key: json.loads(value) for key, value in rows if value is not None}
+
+    def events_after(self, tick: int, limit: int = 1000) -> list[tuple[int, str, Any]]:
+        rows = self.conn.execute(
+            "SELECT tick, kind, data FROM events WHERE tick > ? ORDER BY tick, idx LIMIT ?", (tick, limit))
+        return [(t, kind, json.loads(data) if data is not None else None) for t, kind, data in rows]
+
+    def players(self) -> list[tuple[str, int, int | None]]:
+        return self.conn.execute(
+            "SELECT player_id, joined_tick, left_tick FROM players ORDER BY join_order").fetchall()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def commit_step(self, record: StepRecord, now: float) -> None:
+        """Write everything one tick produced in one transaction."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if record.commands:
+                conn.executemany(
+                    "INSERT INTO inputs (tick, idx, kind, player_id, seq, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(record.tick, i, c.kind, c.player, c.seq, _json(c.data))
+                     for i, c in enumerate(record.commands)])
+                self._record_players(record)
+            completed = record.tick if record.checksum is not None else record.tick - 1
+            if record.checksum is not None:
+                conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (record.tick, record.checksum))
+            if record.events:
+                conn.executemany(
+                    "INSERT INTO events (tick, idx, kind, data) VALUES (?, ?, ?, ?)",
+                    [(record.tick, i, kind, _json(data)) for i, (kind, data) in enumerate(record.events)])
+            if record.kv_writes:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO kv (key, tick, value) VALUES (?, ?, ?)",
+                    [(key, record.tick, _json(value)) for key, value in record.kv_writes])
+            if record.snapshot is not None:
+                self._insert_snapshot(conn, record.snapshot)
+            if record.status is None:
+                conn.execute("UPDATE match SET tick = ?, updated_at = ?", (completed, now))
+            else:
+                self._set_status(record.status, record.status_reason, record.result, now, tick=completed)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def set_status(self, status: str, reason: str | None, now: float, result: Any = None) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._set_status(status, reason, result, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _set_status(self, status: str, reason: str | None, result: Any, now: float, tick: int | None = None) -> None:
+        fields = ["status = ?", "status_reason = ?", "updated_at = ?"]
+        args: list[Any] = [status, reason, now]
+        if tick is not None:
+            fields.append("tick = ?")
+            args.append(tick)
+        if status == RUNNING:
+            fields.append("started_at = COALESCE(started_at, ?)")
+            args.append(now)
+        if status in FINISHED:
+            fields += ["ended_at = ?", "result = ?"]
+            args += [now, _json(result)]
+        self.conn.execute(f"UPDATE match SET {', '.join(fields)}", args)
+
+    def _record_players(self, record: StepRecord) -> None:
+        for command in record.commands:
+            if command.kind == "join":
+                order = self.conn.execute("SELECT COUNT(*) FROM players").fetchone()[0]
+                self.conn.execute(
+                    "INSERT INTO players (player_id, join_order, joined_tick) VALUES (?, ?, ?)"
+                    " ON CONFLICT (player_id) DO UPDATE SET left_tick = NULL",
+                    (command.player, order, record.tick))
+            elif command.kind == "leave":
+                self.conn.execute("UPDATE players SET left_tick = ? WHERE player_id = ?",
+                                  (record.tick, command.player))
+
+    @staticmethod
+    def _insert_snapshot(conn: sqlite3.Connection, snapshot: Snapshot) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO snapshots (tick, state, checksum, seated, last_seq) VALUES (?, ?, ?, ?, ?)",
+            (snapshot.tick, snapshot.state, snapshot.checksum, _json(snapshot.seated),
+             _json(snapshot.last_seq)))
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else encode(value).decode()
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    while version < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](conn)
+            version += 1
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def scan(data_dir: Path) -> tuple[list[MatchMeta], list[tuple[Path, str]]]:
+    """Every match file's metadata, and the files that could not be read with the reason."""
+    found: list[MatchMeta] = []
+    broken: list[tuple[Path, str]] = []
+    folder = data_dir / "matches"
+    if not folder.is_dir():
+        return found, broken
+    for path in sorted(folder.glob(f"*{SUFFIX}")):
+        try:
+            store = MatchStore.open(path, read_only=True, check=False)
+        except MatchFileError as error:
+            broken.append((path, str(error)))
+            continue
+        try:
+            found.append(store.meta())
+        except (MatchFileError, sqlite3.DatabaseError) as error:
+            broken.append((path, str(error)))
+        finally:
+            store.close()
+    return found, broken

@@ -1,0 +1,37 @@
+"""Tick deadlines on an absolute schedule, and the policy for ticks that overran. Time is an input.
+
+Tick k of a schedule is due at `origin + k * period`, so rounding never accumulates into drift.
+A tick that starts late runs at once. If the loop fell more than `max_behind` periods behind
+(a stall: a long GC pause, a suspended process), it does not run a burst of catch-up ticks: the
+schedule moves on to the next future deadline, and every deadline passed over counts as late.
+The game's tick counter counts simulated ticks, so game code never sees a jump.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.define
+class Schedule:
+    origin: float
+    period: float
+    index: int = 0  # the index of the next deadline
+    max_behind: int = 2
+
+    @classmethod
+    def starting(cls, now: float, rate: int) -> "Schedule":
+        period = 1.0 / rate
+        return cls(origin=now + period, period=period)
+
+    def deadline(self) -> float:
+        return self.origin + self.index * self.period
+
+    def advance(self, now: float) -> int:
+        """Move past the deadline just served; return how many deadlines were skipped."""
+        self.index += 1
+        behind = int((now - self.deadline()) / self.period)
+        if behind > self.max_behind:
+            self.index += behind
+            return behind
+        return 0

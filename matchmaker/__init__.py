@@ -1,0 +1,1 @@
+"""The matchmaking HTTP API."""

@@ -1,0 +1,233 @@
+"""The HTTP API: create a match, read its status, get a join token, health and metrics.
+
+FastAPI (Starlette + pydantic) served by hypercorn's trio worker: the framework generates the
+OpenAPI document from the pydantic models below, which exist only at this HTTP edge; the core
+speaks attrs. Every error is `application/problem+json` (RFC 9457) with a stable `code`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gameserver import tokens
+from gameserver.node import InvalidParams, MatchNotFound, MatchUnavailable, NameTaken, Node, NodeError, UnknownGame
+
+PROBLEM = "application/problem+json"
+MAX_BODY_BYTES = 64 * 1024
+PLAYER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
+MATCH_ID_PATTERN = r"^[0-7][0-9a-z]{25}$"
+
+_STATUS_OF: dict[type[NodeError], int] = {
+    UnknownGame: 422, InvalidParams: 422, NameTaken: 409, MatchNotFound: 404, MatchUnavailable: 409,
+}
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateMatch(Strict):
+    game: str = Field(min_length=1, max_length=64, examples=["arena"])
+    params: dict[str, Any] = Field(default_factory=dict, description="The game's parameters (see GET /v1/games)")
+    name: str | None = Field(default=None, min_length=1, max_length=256,
+                             description="Derive the match id from this name: the same name always gives "
+                                         "the same match (creation is idempotent)")
+
+
+class MatchCreated(BaseModel):
+    match_id: str
+    game: str
+    status: str
+    ws_url: str
+
+
+class PlayerStatus(BaseModel):
+    player_id: str
+    connected: bool
+    seated: bool
+
+
+class MatchStatus(BaseModel):
+    match_id: str
+    game: str
+    game_version: str
+    params: Any = None
+    status: Literal["created", "running", "ended", "crashed", "failed"]
+    status_reason: str | None
+    tick: int
+    tick_rate: int
+    players: list[PlayerStatus]
+    connections: int
+    live: bool
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    result: Any = None
+    ws_url: str
+
+
+class TokenRequest(Strict):
+    player_id: str = Field(pattern=PLAYER_ID_PATTERN, examples=["alice"])
+    role: Literal["player", "spectator"] = "player"
+    ttl_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600, description="Lifetime; default from the server")
+
+
+class JoinToken(BaseModel):
+    token: str
+    match_id: str
+    player_id: str
+    role: str
+    expires_at: float
+    ws_url: str
+
+
+class GameInfo(BaseModel):
+    name: str
+    version: str
+    tick_rate: int
+    min_players: int
+    max_players: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    live_matches: int
+    unfinished_matches: int
+    unusable_files: int
+    connections: int
+
+
+class UnusableFile(BaseModel):
+    path: str
+    reason: str
+
+
+def problem(status: int, code: str, detail: str, title: str | None = None) -> JSONResponse:
+    body = Problem(title=title or code.replace("_", " "), status=status, detail=detail, code=code)
+    return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str):
+        self.status, self.code, self.detail = status, code, detail
+
+
+def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connections: Callable[[], int],
+               admin_token: str | None = None, wall_clock: Callable[[], float] | None = None) -> FastAPI:
+    """The ASGI app for one node. `ws_base()` is the WebSocket base URL clients are given."""
+    clock = wall_clock or node.wall_clock
+    errors = {"default": {"model": Problem, "content": {PROBLEM: {}}}}
+    app = FastAPI(title="Arbiter", version="0.1.0",
+                  description="Match server HTTP API. Errors are application/problem+json (RFC 9457).",
+                  responses={400: {"model": Problem, "description": "Bad request", "content": {PROBLEM: {}}},
+                             422: {"model": Problem, "description": "Invalid input", "content": {PROBLEM: {}}}})
+
+    def ws_url(match_id: str) -> str:
+        return f"{ws_base()}/v1/matches/{match_id}"
+
+    async def admin(request: Request) -> None:
+        if admin_token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), admin_token.encode()):
+            raise ApiError(401, "unauthorized", "this endpoint needs the admin bearer token")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return problem(413, "body_too_large", f"a request body is at most {MAX_BODY_BYTES} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return problem(error.status, error.code, error.detail)
+
+    @app.exception_handler(NodeError)
+    async def on_node_error(_request: Request, error: NodeError) -> JSONResponse:
+        return problem(_STATUS_OF.get(type(error), 400), error.code, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        parts = []
+        for item in error.errors()[:5]:
+            where = ".".join(str(p) for p in item.get("loc", ()))
+            parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        return problem(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return problem(error.status_code, code, str(error.detail))
+
+    @app.get("/healthz", response_model=Health, tags=["node"])
+    async def health() -> Health:
+        return Health(status="ok", live_matches=len(node.actors), unfinished_matches=len(node.unfinished),
+                      unusable_files=len(node.broken), connections=connections())
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["node"],
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/games", response_model=list[GameInfo], tags=["matches"])
+    async def games() -> list[GameInfo]:
+        return [GameInfo(name=g.name, version=g.version, tick_rate=g.tick_rate, min_players=g.min_players,
+                         max_players=g.max_players) for g in node.games.values()]
+
+    @app.post("/v1/matches", response_model=MatchCreated, status_code=201, tags=["matches"],
+              dependencies=[Depends(admin)], responses={404: errors["default"], 409: errors["default"]})
+    async def create_match(body: CreateMatch) -> MatchCreated:
+        meta = await node.create_match(body.game, body.params, body.name)
+        return MatchCreated(match_id=meta.match_id, game=meta.game, status=meta.status, ws_url=ws_url(meta.match_id))
+
+    @app.get("/v1/matches", response_model=list[MatchStatus], tags=["matches"])
+    async def list_matches() -> list[MatchStatus]:
+        found = []
+        for match_id in list(node.unfinished):
+            try:
+                found.append(MatchStatus(**await node.describe(match_id), ws_url=ws_url(match_id)))
+            except NodeError:
+                continue  # ended or became unusable while listing
+        return found
+
+    @app.get("/v1/matches/{match_id}", response_model=MatchStatus, tags=["matches"],
+             responses={404: errors["default"], 409: errors["default"]})
+    async def match_status(match_id: str) -> MatchStatus:
+        return MatchStatus(**await node.describe(match_id), ws_url=ws_url(match_id))
+
+    @app.post("/v1/matches/{match_id}/tokens", response_model=JoinToken, status_code=201, tags=["matches"],
+              dependencies=[Depends(admin)], responses={404: errors["default"], 409: errors["default"]})
+    async def join_token(match_id: str, body: TokenRequest) -> JoinToken:
+        described = await node.describe(match_id)  # 404 for an unknown match
+        if described["status"] in ("ended", "crashed", "failed"):
+            raise ApiError(409, "match_over", f"match {match_id} is {described['status']}")
+        now = clock()
+        ttl = body.ttl_s if body.ttl_s is not None else node.config.token_ttl_s
+        grant = tokens.Grant(match_id, body.player_id, body.role, now + ttl)
+        return JoinToken(token=tokens.sign(secret, grant, now), match_id=match_id, player_id=body.player_id,
+                         role=body.role, expires_at=grant.expires_at, ws_url=ws_url(match_id))
+
+    @app.get("/v1/node/unusable", response_model=list[UnusableFile], tags=["node"], dependencies=[Depends(admin)])
+    async def unusable() -> list[UnusableFile]:
+        return [UnusableFile(path=b.path, reason=b.reason) for b in node.broken.values()]
+
+    return app

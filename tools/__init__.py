@@ -1,0 +1,1 @@
+"""The arbiter command: up, bench, and the tools around a server."""

@@ -1,0 +1,110 @@
+"""The `arbiter` command. argparse (standard library): subcommands, typed options, help."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gameserver.config import NodeConfig
+from gameserver.games import builtin_games, load_game
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0 to 65535")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arbiter", description="Durable multiplayer match server.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run a server with the demo games on embedded defaults")
+    up.add_argument("--data-dir", type=Path, default=Path("data"), help="where match files live (default ./data)")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: loopback only)")
+    up.add_argument("--port", type=_port, default=7350, help="HTTP API port (default 7350; 0 picks a free one)")
+    up.add_argument("--ws-port", type=_port, default=None, help="WebSocket port (default: --port + 1)")
+    up.add_argument("--public-ws-url", default=None, help="WebSocket base URL given to clients, "
+                    "if not ws://HOST:WS_PORT (behind a proxy)")
+    up.add_argument("--admin-token", default=None, help="require this bearer token to create matches and tokens")
+    up.add_argument("--game", action="append", default=[], metavar="MODULE:CLASS",
+                    help="add a game class (repeatable)")
+    up.add_argument("--snapshot-every", type=_positive_int, default=100, help="ticks between snapshots (default 100)")
+    up.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL",
+                    help="SQLite synchronous level: NORMAL survives kill -9, FULL also power loss (default NORMAL)")
+    up.add_argument("--token-ttl", type=_positive_float, default=3600.0, help="join token lifetime in seconds")
+    up.add_argument("--ready-file", type=Path, default=None, help="write the URLs as JSON here once serving")
+
+    bench = commands.add_parser("bench", help="run a benchmark workload and print its figures")
+    workloads = bench.add_subparsers(dest="workload", required=True, metavar="WORKLOAD")
+    arena = workloads.add_parser("arena", help="workload arena (../shared/workloads/arena.md)")
+    arena.add_argument("--matches", "-R", type=_positive_int, default=25, help="matches of 4 bots (default 25)")
+    arena.add_argument("--duration", "-D", type=_positive_float, default=20.0, help="measured window, s (default 20)")
+    arena.add_argument("--warmup", type=float, default=2.0, help="seconds after every bot joined (default 2)")
+    arena.add_argument("--bot-processes", type=_positive_int, default=None,
+                       help="bot processes (default: one per 400 bots, at least 1)")
+    arena.add_argument("--url", default=None, help="bench a running server at this HTTP URL instead of starting one")
+    arena.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    arena.add_argument("--seed", type=int, default=1, help="bots' random seed")
+    arena.add_argument("--json", action="store_true", help="print only the JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "up":
+        return _up(args)
+    if args.command == "bench":
+        from tools.bench_arena import run_cli
+
+        return run_cli(args)
+    return 2
+
+
+def _up(args: argparse.Namespace) -> int:
+    import trio
+
+    from tools.up import ServerConfig, main as serve
+
+    games = builtin_games()
+    for spec in args.game:
+        try:
+            cls = load_game(spec)
+        except ValueError as error:
+            print(f"arbiter up: --game {spec}: {error}", file=sys.stderr)
+            return 2
+        games[cls.name] = cls
+    node = NodeConfig(data_dir=args.data_dir, snapshot_every=args.snapshot_every, synchronous=args.synchronous,
+                      token_ttl_s=args.token_ttl)
+    config = ServerConfig(node=node, games=games, host=args.host, port=args.port, ws_port=args.ws_port,
+                          public_ws_url=args.public_ws_url, admin_token=args.admin_token)
+    try:
+        trio.run(serve, config, args.ready_file)
+    except OSError as error:
+        print(f"arbiter up: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""`arbiter up`: one process with the node, the WebSocket endpoint and the HTTP API.
+
+Shutdown (SIGINT, SIGTERM, or the `stop` event in tests): every actor finishes its tick (all
+ticks are committed before anything is sent, so nothing acknowledged is pending) and closes its
+connections with 1001; then the WebSocket listener and the HTTP server stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from gameserver.config import NodeConfig
+from gameserver.endpoint import Endpoint
+from gameserver.game import Game
+from gameserver.node import Node
+from gameserver.tokens import load_or_create_secret
+from matchmaker.api import create_app
+
+log = logging.getLogger("arbiter.up")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@attrs.frozen
+class ServerConfig:
+    node: NodeConfig
+    games: dict[str, type[Game]]
+    host: str = "127.0.0.1"
+    port: int = 7350
+    ws_port: int | None = None  # default: port + 1 (0 when port is 0)
+    public_ws_url: str | None = None  # what clients are told, if not ws://host:ws_port
+    admin_token: str | None = None
+
+
+@attrs.frozen
+class Running:
+    http_url: str
+    ws_url: str
+    node: Node
+    endpoint: Endpoint
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def run_server(config: ServerConfig, stop: trio.Event,
+                     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until `stop` is set, then shut down cleanly."""
+    data_dir = config.node.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = load_or_create_secret(data_dir / "secret.key")
+    node = Node(config.node, config.games)
+    endpoint = Endpoint(node, secret)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        ws_port = config.ws_port if config.ws_port is not None else (config.port + 1 if config.port else 0)
+        ws_server = await nursery.start(endpoint.serve, config.host, ws_port)
+        ws_url = config.public_ws_url or f"ws://{_url_host(config.host)}:{ws_server.port}"
+        app = create_app(node, secret=secret, ws_base=lambda: ws_url, connections=lambda: endpoint.open,
+                         admin_token=config.admin_token)
+        hc = HypercornConfig()
+        hc.bind = [f"{_url_host(config.host)}:{config.port}"]
+        hc.accesslog = None
+        hc.errorlog = logging.getLogger("arbiter.http")
+        hc.graceful_timeout = 5
+        http_stop, http_done = trio.Event(), trio.Event()
+
+        async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await hypercorn_serve(app, hc, shutdown_trigger=http_stop.wait, task_status=task_status)
+            finally:
+                http_done.set()
+
+        binds = await nursery.start(serve_http)
+        http_url = binds[0] if binds else f"http://{_url_host(config.host)}:{config.port}"
+        task_status.started(Running(http_url=http_url, ws_url=ws_url, node=node, endpoint=endpoint))
+        await stop.wait()
+        log.info("shutting down: stopping %d live matches", len(node.actors))
+        await node.shutdown()
+        await endpoint.shutdown()
+        http_stop.set()
+        with trio.move_on_after(hc.graceful_timeout + 1):
+            await http_done.wait()
+        nursery.cancel_scope.cancel()  # the WebSocket listener and the node
+
+
+async def main(config: ServerConfig, ready_file: Path | None = None) -> None:
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(run_server, config, stop)
+            _announce(config, running)
+            if ready_file is not None:
+                ready_file.write_text(json.dumps({"http_url": running.http_url, "ws_url": running.ws_url,
+                                                  "pid": os.getpid()}))
+            async for signum in signals:
+                log.info("received %s", signal.Signals(signum).name)
+                stop.set()
+                break
+    log.info("stopped")
+
+
+def _announce(config: ServerConfig, running: Running) -> None:
+    lines = [
+        "Arbiter is up.",
+        f"  HTTP API    {running.http_url}   (OpenAPI: {running.http_url}/openapi.json, docs: {running.http_url}/docs)",
+        f"  WebSocket   {running.ws_url}/v1/matches/{{match_id}}",
+        f"  Metrics     {running.http_url}/metrics",
+        f"  Health      {running.http_url}/healthz",
+        f"  Data        {config.node.data_dir.resolve()}",
+        f"  Games       {', '.join(sorted(config.games))}",
+        f"  Unfinished  {len(running.node.unfinished)} matches in the data directory"
+        + (f", {len(running.node.broken)} unusable files (see the log)" if running.node.broken else ""),
+    ]
+    if config.host not in LOOPBACK:
+        lines.append(f"  WARNING     listening on {config.host}, not loopback: other machines can reach this "
+                     "server" + ("" if config.admin_token else " and, with no --admin-token, create matches "
+                                 "and join tokens"))
+    print("\n".join(lines), flush=True)
