@@ -28,7 +28,8 @@ from .connection import Connection
 from .game import Game
 from .metrics import Metrics
 from .simulation import INPUT, JOIN, LEAVE, Command, GameCrashed, Simulation, Step
-from .storage import CRASHED, CREATED, ENDED, FAILED, RUNNING, MatchMeta, MatchStore, Snapshot, StepRecord
+from .records import StepRecord, step_record
+from .storage import CRASHED, CREATED, ENDED, FAILED, RUNNING, MatchMeta, MatchStore
 from .ticks import Schedule
 from .tokens import PLAYER
 
@@ -198,25 +199,14 @@ class Actor:
         except GameCrashed as crash:
             await self._crashed(crash)
             return
-        snapshot = None
-        if step.tick % self.config.snapshot_every == 0:
-            snapshot = Snapshot(step.tick, sim.canonical().decode(), sim.checksum(), list(sim.seated),
-                                dict(sim.last_seq))
-        events = list(step.events)
-        status = result = None
-        if step.result is not None:
-            status = ENDED
-            result = {"winners": list(step.result.winners), "reason": step.result.reason,
-                      "data": dict(step.result.data)}
-            events.append(("end", {"status": ENDED, "result": result}))
+        record = step_record(sim, step, self.config.snapshot_every)
         try:
-            canonical.encode(events)  # game events must be JSON: a game bug, caught before commit
+            canonical.encode([record.events, record.kv_writes])  # game data must be JSON: caught before commit
         except (TypeError, ValueError) as error:
             await self._crashed(GameCrashed(step.tick, step.applied, error))
             return
-        record = StepRecord(step.tick, step.applied, sim.checksum(), events, step.kv_writes, snapshot,
-                            status=status, result=result)
         await self._commit(record)
+        status, result, events = record.status, record.result, record.events
         self.metrics.inputs.inc(sum(1 for c in step.applied if c.kind == INPUT))
         # Output gate: everything below reflects committed writes only.
         self._send_step(step, events, arriving)

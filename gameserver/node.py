@@ -25,9 +25,9 @@ from .config import NodeConfig
 from .game import Game, check_game_class
 from .ids import InvalidId, check_match_id, match_id_from_name, new_match_id
 from .metrics import Metrics
-from .recovery import restore
+from .recovery import create_match_file, restore
 from .simulation import GameCrashed, Simulation
-from .storage import CREATED, FINISHED, MatchFileError, MatchMeta, MatchStore, Snapshot
+from .storage import FINISHED, MatchFileError, MatchMeta, MatchStore
 
 log = logging.getLogger("arbiter.node")
 
@@ -136,24 +136,16 @@ class Node:
                 raise NameTaken(f"the name is taken by a {existing.game} match")
             return existing
         seed = secrets.randbits(63)
+
+        def create() -> MatchMeta:
+            return create_match_file(path, game, match_id=match_id, params=structured, seed=seed,
+                                     snapshot_every=self.config.snapshot_every, now=self.wall_clock(),
+                                     synchronous=self.config.synchronous)[0]
+
         try:
-            sim = Simulation.new(game, match_id=match_id, seed=seed, params=structured)
-            state_json = sim.canonical()
+            meta = await trio.to_thread.run_sync(create)
         except (GameCrashed, TypeError, ValueError) as error:
             raise InvalidParams(f"{game_name} could not start a match with these parameters: {error}") from None
-        now = self.wall_clock()
-        meta = MatchMeta(match_id=match_id, game=game.name, game_version=game.version,
-                         params=canonical.converter.unstructure(structured), seed=seed,
-                         tick_rate=game.tick_rate, snapshot_every=self.config.snapshot_every, status=CREATED,
-                         status_reason=None, tick=0, created_at=now, updated_at=now, started_at=None,
-                         ended_at=None, result=None)
-        snapshot = Snapshot(0, state_json.decode(), sim.checksum(), [], {})
-
-        def create() -> None:
-            MatchStore.create(path, meta, snapshot, synchronous=self.config.synchronous).close()
-
-        try:
-            await trio.to_thread.run_sync(create)
         except storage.MatchExists:
             if name is None:
                 raise  # 128 random bits collided: not a case to handle quietly

@@ -94,8 +94,8 @@ def decode_client(frame: str | bytes, fmt: str) -> ClientMessage:
         if not isinstance(frame, bytes):
             raise ProtocolError("bad_frame", "this connection speaks msgpack binary frames")
         try:
-            body = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_buffer_size=MAX_FRAME_BYTES)
-        except Exception:  # msgpack raises many types for bad bytes
+            body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+        except (ValueError, TypeError, msgpack.UnpackException):
             raise ProtocolError("bad_frame", "a frame is one msgpack map") from None
     if not isinstance(body, dict):
         raise ProtocolError("bad_frame", "a frame is an object with a type field 't'")

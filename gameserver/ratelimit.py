@@ -19,7 +19,7 @@ class TokenBucket:
         if now > self.stamp:
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
-        if self.tokens >= 1:
+        if self.tokens >= 1 - 1e-9:  # tolerate float rounding at exactly the rate
             self.tokens -= 1
             return True
         return False

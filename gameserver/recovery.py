@@ -13,7 +13,11 @@ import json
 from . import canonical
 from .game import Game
 from .simulation import Simulation
-from .storage import CorruptFile, MatchFileError, MatchMeta, MatchStore, Snapshot
+from pathlib import Path
+from typing import Any
+
+from .records import Snapshot, snapshot_of
+from .storage import CREATED, CorruptFile, MatchFileError, MatchMeta, MatchStore
 
 
 class Diverged(MatchFileError):
@@ -25,6 +29,22 @@ class Diverged(MatchFileError):
         self.tick = tick
         self.expected = expected
         self.actual = actual
+
+
+def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, seed: int, snapshot_every: int,
+                      now: float, synchronous: str = "NORMAL") -> tuple[MatchMeta, Simulation]:
+    """Run the game's `init` and create the match's file with tick 0 as its first snapshot.
+
+    `params` is already structured. Raises `GameCrashed` if `init` raises, `MatchExists` if the
+    file is there already.
+    """
+    sim = Simulation.new(game, match_id=match_id, seed=seed, params=params)
+    meta = MatchMeta(match_id=match_id, game=game.name, game_version=game.version,
+                     params=canonical.converter.unstructure(params), seed=seed, tick_rate=game.tick_rate,
+                     snapshot_every=snapshot_every, status=CREATED, status_reason=None, tick=0, created_at=now,
+                     updated_at=now, started_at=None, ended_at=None, result=None)
+    MatchStore.create(path, meta, snapshot_of(sim), synchronous=synchronous).close()
+    return meta, sim
 
 
 def simulation_at_snapshot(store: MatchStore, game: Game, meta: MatchMeta, snapshot: Snapshot) -> Simulation:

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from .canonical import encode
+from .records import ENDED, Snapshot, StepRecord
 from .simulation import Command
 
 SCHEMA_VERSION = 1
@@ -29,7 +30,6 @@ SUFFIX = ".sqlite3"
 
 CREATED = "created"
 RUNNING = "running"
-ENDED = "ended"
 CRASHED = "crashed"
 FAILED = "failed"
 FINISHED = (ENDED, CRASHED, FAILED)
@@ -132,30 +132,6 @@ class MatchMeta:
     started_at: float | None
     ended_at: float | None
     result: Any
-
-
-@attrs.frozen
-class Snapshot:
-    tick: int
-    state: str  # the canonical JSON of the state
-    checksum: int
-    seated: list[str]
-    last_seq: dict[str, int]
-
-
-@attrs.frozen
-class StepRecord:
-    """Everything one tick writes, committed in one transaction."""
-
-    tick: int
-    commands: list[Command]
-    checksum: int | None  # None: the tick did not complete (game code crashed in it)
-    events: list[tuple[str, Any]] = attrs.field(factory=list)
-    kv_writes: list[tuple[str, Any]] = attrs.field(factory=list)
-    snapshot: Snapshot | None = None
-    status: str | None = None  # a new status, if the tick changed it
-    status_reason: str | None = None
-    result: Any = None
 
 
 def match_path(data_dir: Path, match_id: str) -> Path:

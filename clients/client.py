@@ -1,0 +1,297 @@
+"""The Python client: create or join a match over HTTP, play it over WebSocket, resume after drops.
+
+    async with ArbiterHTTP("http://127.0.0.1:7350") as http:
+        match = await http.create_match("arena")
+        grant = await http.join_token(match["match_id"], "alice")
+    async with MatchClient(grant["ws_url"], grant["token"]) as client:
+        seq = await client.send_input({"dx": 1, "dy": 0})
+        while True:
+            message = await client.receive()   # Welcome, State, Event or Error
+            if isinstance(message, State) and client.acked >= seq:
+                break
+
+The client numbers inputs itself (`seq` from 1) and keeps every input the server has not yet
+acknowledged. When the connection drops for a reason worth retrying (server restart, network,
+overload), `receive` reconnects with backoff, resumes from the last tick it saw, resends the
+unacknowledged inputs (the server drops any it already has) and returns the new `Welcome`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import OrderedDict
+from contextlib import AsyncExitStack
+from typing import Any
+
+import attrs
+import httpx
+import msgpack
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, connect_websocket_url
+
+JSON_SUBPROTOCOL = "arbiter.json.v1"
+MSGPACK_SUBPROTOCOL = "arbiter.msgpack.v1"
+# Close codes after which reconnecting cannot help (see docs/protocol.md).
+FINAL_CLOSE_CODES = {1000, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012}
+
+
+@attrs.frozen
+class Welcome:
+    match_id: str
+    player: str
+    role: str
+    tick: int
+    tick_rate: int
+    last_seq: int
+    acks: dict[str, int]
+    state: Any
+    resumed: bool = False
+
+
+@attrs.frozen
+class State:
+    tick: int
+    acks: dict[str, int]
+    state: Any
+
+
+@attrs.frozen
+class Event:
+    tick: int
+    kind: str
+    data: Any
+
+
+@attrs.frozen
+class Error:
+    code: str
+    message: str
+    seq: int | None = None
+
+
+class MatchClosed(Exception):
+    """The server closed the connection for good (the match ended, a refusal, a bad token)."""
+
+    def __init__(self, code: int | None, reason: str | None):
+        super().__init__(f"closed with {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class ArbiterHTTP:
+    """The HTTP API. Errors raise `httpx.HTTPStatusError`; the body is problem+json."""
+
+    def __init__(self, base_url: str, admin_token: str | None = None, timeout: float = 10.0):
+        headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+
+    async def __aenter__(self) -> ArbiterHTTP:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        response = await self._http.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    async def create_match(self, game: str, params: dict[str, Any] | None = None, name: str | None = None) -> dict:
+        body: dict[str, Any] = {"game": game, "params": params or {}}
+        if name is not None:
+            body["name"] = name
+        return await self._call("POST", "/v1/matches", body)
+
+    async def join_token(self, match_id: str, player_id: str, role: str = "player") -> dict:
+        return await self._call("POST", f"/v1/matches/{match_id}/tokens", {"player_id": player_id, "role": role})
+
+    async def match(self, match_id: str) -> dict:
+        return await self._call("GET", f"/v1/matches/{match_id}")
+
+
+class MatchClient:
+    def __init__(self, ws_url: str, token: str, *, fmt: str = "json", state_type: type | None = None,
+                 reconnect: bool = True, max_reconnect_s: float = 30.0, connect_timeout: float = 10.0):
+        if fmt not in ("json", "msgpack"):
+            raise ValueError("fmt is json or msgpack")
+        self.ws_url = ws_url
+        self.token = token
+        self.fmt = fmt
+        self.state_type = state_type
+        self.reconnect = reconnect
+        self.max_reconnect_s = max_reconnect_s
+        self.connect_timeout = connect_timeout
+        self.player: str | None = None
+        self.tick = -1  # the last tick seen, for resume
+        self.acked = 0  # this player's last acknowledged seq
+        self.next_seq = 1
+        self.unacked: OrderedDict[int, Any] = OrderedDict()
+        self.reconnects = 0
+        self._ws: WebSocketConnection | None = None
+        self._stack = AsyncExitStack()
+        self._nursery: trio.Nursery | None = None
+        self._pending: list[Any] = []
+
+    async def __aenter__(self) -> MatchClient:
+        self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        try:
+            self._pending.append(await self._connect(resume=False))
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        await self._stack.aclose()
+
+    async def close(self, code: int = 1000) -> None:
+        if self._ws is not None:
+            with trio.move_on_after(2):
+                await self._ws.aclose(code)
+            self._ws = None
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send_input(self, data: Any) -> int:
+        """Send an input; returns its seq. It is kept until acknowledged and resent after a resume."""
+        seq = self.next_seq
+        self.next_seq += 1
+        self.unacked[seq] = data
+        await self._send_quietly({"t": "input", "seq": seq, "data": data})
+        return seq
+
+    async def ping(self, ping_id: Any = None) -> None:
+        await self._send_quietly({"t": "ping", "id": ping_id})
+
+    async def leave(self) -> None:
+        """Give up the seat for good; the server closes the connection with 1000."""
+        await self._send_quietly({"t": "leave"})
+
+    async def _send_quietly(self, frame: dict) -> None:
+        """Send if connected; after a drop, `receive` reconnects and resends unacked inputs."""
+        if self._ws is None:
+            return
+        try:
+            await self._ws.send_message(self._encode(frame))
+        except ConnectionClosed:
+            pass
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def receive(self) -> Welcome | State | Event | Error:
+        """The next message from the server, reconnecting (and resuming) if the connection drops."""
+        if self._pending:
+            return self._pending.pop(0)
+        while True:
+            if self._ws is None:
+                return await self._reconnect(None, "not connected")
+            try:
+                raw = await self._ws.get_message()
+            except ConnectionClosed as closed:
+                reason = closed.reason
+                return await self._reconnect(reason.code if reason else None, reason.reason if reason else None)
+            message = self._decode(raw)
+            if message is not None:
+                return message
+
+    async def receive_state(self) -> State:
+        """The next state frame (events and errors in between are skipped: use `receive` to see them)."""
+        while True:
+            message = await self.receive()
+            if isinstance(message, State):
+                return message
+
+    def _decode(self, raw: str | bytes) -> Welcome | State | Event | Error | None:
+        body = json.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
+        kind = body.get("t")
+        if kind == "state":
+            self.tick = body["tick"]
+            self._acknowledge(body["acks"])
+            return State(body["tick"], body["acks"], self._state(body["state"]))
+        if kind == "event":
+            return Event(body["tick"], body["kind"], body.get("data"))
+        if kind == "error":
+            return Error(body["code"], body["message"], body.get("seq"))
+        if kind == "welcome":
+            self.tick = body["tick"]
+            self.player = body["player"]
+            self._acknowledge(body["acks"])
+            return Welcome(body["match"], body["player"], body["role"], body["tick"], body["tick_rate"],
+                           body["last_seq"], body["acks"], self._state(body["state"]))
+        return None  # pong, or a message kind this client does not know yet
+
+    def _acknowledge(self, acks: dict[str, int]) -> None:
+        if self.player is None:
+            return
+        acked = acks.get(self.player, 0)
+        if acked > self.acked:
+            self.acked = acked
+        while self.unacked and next(iter(self.unacked)) <= self.acked:
+            self.unacked.popitem(last=False)
+
+    def _state(self, state: Any) -> Any:
+        if self.state_type is None:
+            return state
+        from gameserver.canonical import converter
+
+        return converter.structure(state, self.state_type)
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def _connect(self, *, resume: bool) -> Welcome:
+        assert self._nursery is not None
+        subprotocol = JSON_SUBPROTOCOL if self.fmt == "json" else MSGPACK_SUBPROTOCOL
+        with trio.fail_after(self.connect_timeout):
+            ws = await connect_websocket_url(self._nursery, self.ws_url, subprotocols=[subprotocol],
+                                             max_message_size=1 << 20)
+            auth: dict[str, Any] = {"t": "auth", "token": self.token}
+            if resume and self.tick >= 0:
+                auth["resume_tick"] = self.tick
+            try:
+                await ws.send_message(self._encode(auth))
+                while True:
+                    message = self._decode(await ws.get_message())
+                    if isinstance(message, Welcome):
+                        break
+                    if isinstance(message, Error):
+                        raise MatchClosed(None, f"{message.code}: {message.message}")
+            except ConnectionClosed as closed:
+                reason = closed.reason
+                raise MatchClosed(reason.code if reason else None, reason.reason if reason else None) from None
+        self._ws = ws
+        # Resend what the server has not acknowledged, in order; it drops what it already has.
+        for seq, data in list(self.unacked.items()):
+            if seq > message.last_seq:
+                await self._send_quietly({"t": "input", "seq": seq, "data": data})
+        return attrs.evolve(message, resumed=resume)
+
+    async def _reconnect(self, code: int | None, reason: str | None) -> Welcome:
+        self._ws = None
+        if not self.reconnect or code in FINAL_CLOSE_CODES:
+            raise MatchClosed(code, reason)
+        deadline = trio.current_time() + self.max_reconnect_s
+        delay = 0.05
+        while True:
+            try:
+                welcome = await self._connect(resume=True)
+                self.reconnects += 1
+                return welcome
+            except MatchClosed as closed:
+                if closed.code in FINAL_CLOSE_CODES:
+                    raise
+                last: Exception = closed
+            except (OSError, HandshakeError, trio.TooSlowError) as error:
+                last = error
+            if trio.current_time() + delay > deadline:
+                raise MatchClosed(code, f"could not reconnect: {last}")
+            await trio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+    def _encode(self, frame: dict) -> str | bytes:
+        if self.fmt == "json":
+            return json.dumps(frame, separators=(",", ":"))
+        return msgpack.packb(frame, use_bin_type=True)

@@ -1,0 +1,173 @@
+"""Input ordering and dedup, the arena rules, and the step's handling of bad commands."""
+
+import attrs
+import pytest
+from hypothesis import given, strategies as st
+
+from gameserver.game import Context, Game, PlayerInput, Refuse, Result
+from gameserver.games.arena import Arena, Params
+from gameserver.simulation import INPUT, JOIN, LEAVE, Command, GameCrashed, Simulation
+
+
+def arena(players=("a", "b")):
+    sim = Simulation.new(Arena(), match_id="0" * 26, seed=42, params=Params())
+    sim.step([Command(JOIN, p) for p in players])
+    return sim
+
+
+@attrs.define
+class LogState:
+    seen: list = attrs.field(factory=list)
+
+
+@attrs.frozen
+class Payload:
+    v: int
+
+
+class Recorder(Game):
+    """Records the inputs each tick receives, in order."""
+    name = "recorder"
+    state_type = LogState
+    input_type = Payload
+    max_players = 4
+
+    def init(self, params, ctx):
+        return LogState()
+
+    def tick(self, state, inputs, ctx):
+        state.seen.append([(i.player, i.seq, i.data.v) for i in inputs])
+
+
+inputs_strategy = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 8)), max_size=40)
+
+
+@given(st.lists(inputs_strategy, min_size=1, max_size=5))
+def test_inputs_arrive_in_order_and_each_seq_counts_once(ticks):
+    sim = Simulation.new(Recorder(), match_id="0" * 26, seed=1, params=None)
+    sim.step([Command(JOIN, p) for p in "abc"])
+    applied_per_player = {p: set() for p in "abc"}
+    last = {p: 0 for p in "abc"}
+    for batch in ticks:
+        commands = [Command(INPUT, p, seq, {"v": i}) for i, (p, seq) in enumerate(batch)]
+        step = sim.step(commands)
+        seen = sim.state.seen[-1]
+        # order: what the game saw is the arrival order, filtered
+        expected = []
+        for i, (p, seq) in enumerate(batch):
+            if seq > last[p]:
+                expected.append((p, seq, i))
+                last[p] = seq
+        assert seen == expected
+        assert [c for c in step.applied if c.kind == INPUT] == [Command(INPUT, p, s, {"v": v}) for p, s, v in expected]
+        for p, seq, _ in seen:
+            assert seq not in applied_per_player[p]  # no seq applied twice
+            applied_per_player[p].add(seq)
+        assert sim.last_seq == last
+
+
+def test_arena_tick_follows_the_workload():
+    sim = arena(("a",))
+    p = sim.state.players["a"]
+    assert 0 <= p.x < 1000 and 0 <= p.y < 1000 and (p.vx, p.vy, p.score, p.last_seq) == (0, 0, 0, 0)
+    x0, y0 = p.x, p.y
+    sim.step([Command(INPUT, "a", 1, {"dx": 0.5, "dy": -3}), Command(INPUT, "a", 2, {"dx": 1, "dy": 5})])
+    p = sim.state.players["a"]
+    # the last input of the tick wins; dy is clamped to 1
+    assert (p.vx, p.vy, p.last_seq) == (5.0, 5.0, 2)
+    assert (p.x, p.y) == (min(x0 + 5, 1000), min(y0 + 5, 1000))
+    assert sim.state.tick == 2
+
+
+def test_arena_scores_in_the_hill_and_clamps_at_the_edge():
+    sim = arena(("a",))
+    p = sim.state.players["a"]
+    p.x, p.y = 500.0, 500.0
+    sim.step([])
+    assert sim.state.players["a"].score == 1
+    p.x, p.y, p.vx = 998.0, 10.0, 5.0
+    sim.step([])
+    assert sim.state.players["a"].x == 1000.0
+    assert sim.state.players["a"].score == 1
+
+
+def test_arena_ends_with_the_highest_score():
+    sim = Simulation.new(Arena(), match_id="0" * 26, seed=1, params=Params(duration_s=0.1))  # 2 ticks
+    step = sim.step([Command(JOIN, "a"), Command(JOIN, "b")])
+    assert step.result is None
+    sim.state.players["b"].score = 3
+    step = sim.step([])
+    assert step.result == Result(winners=("b",), reason="time", data={"scores": {"a": 0, "b": 3}})
+
+
+def test_same_seed_same_match():
+    one, two = arena(), arena()
+    assert one.canonical() == two.canonical()
+
+
+@pytest.mark.parametrize("data, code", [
+    ({"dx": "1", "dy": 0}, "invalid_input"),
+    ({"dx": 1}, "invalid_input"),
+    ({"dx": 1, "dy": 0, "dz": 0}, "invalid_input"),
+    ([1, 2], "invalid_input"),
+    (None, "invalid_input"),
+])
+def test_invalid_inputs_are_rejected_and_the_match_goes_on(data, code):
+    sim = arena()
+    before = sim.last_seq["a"]
+    step = sim.step([Command(INPUT, "a", 1, data), Command(INPUT, "b", 1, {"dx": 1, "dy": 1})])
+    assert [r.code for r in step.rejected] == [code]
+    assert sim.last_seq == {"a": before, "b": 1}
+    assert [c.player for c in step.applied] == ["b"]
+
+
+def test_unseated_players_cannot_send_inputs():
+    sim = arena(("a",))
+    step = sim.step([Command(INPUT, "z", 1, {"dx": 1, "dy": 1})])
+    assert [r.code for r in step.rejected] == ["not_seated"]
+
+
+def test_a_full_match_refuses_and_a_game_can_refuse():
+    sim = arena(("a", "b", "c", "d"))
+    step = sim.step([Command(JOIN, "e")])
+    assert [r.code for r in step.rejected] == ["match_full"]
+
+    class Picky(Recorder):
+        def join_attempt(self, state, player, ctx):
+            return Refuse("no bobs") if player == "bob" else super().join_attempt(state, player, ctx)
+
+    sim = Simulation.new(Picky(), match_id="0" * 26, seed=1, params=None)
+    step = sim.step([Command(JOIN, "bob"), Command(JOIN, "al")])
+    assert [(r.code, r.message) for r in step.rejected] == [("join_refused", "no bobs")]
+    assert sim.seated == ["al"]
+
+
+def test_leave_runs_the_hook_and_frees_the_seat():
+    sim = arena(("a", "b"))
+    step = sim.step([Command(LEAVE, "a")])
+    assert sim.seated == ["b"] and "a" not in sim.state.players
+    assert ("leave", {"player": "a"}) in step.events
+
+
+def test_game_exceptions_become_game_crashed_with_the_applied_commands():
+    class Boom(Recorder):
+        def tick(self, state, inputs, ctx):
+            if inputs:
+                raise ZeroDivisionError("boom")
+
+    sim = Simulation.new(Boom(), match_id="0" * 26, seed=1, params=None)
+    sim.step([Command(JOIN, "a")])
+    with pytest.raises(GameCrashed) as caught:
+        sim.step([Command(INPUT, "a", 1, {"v": 1})])
+    assert caught.value.tick == 2
+    assert caught.value.applied == [Command(INPUT, "a", 1, {"v": 1})]
+    assert sim.tick == 1  # the crashed tick did not complete
+
+
+def test_context_random_is_per_match_and_tick():
+    def numbers(seed, tick):
+        return Context(tick=tick, match_id="m", seed=seed, params=None, kv=None).random.random()
+
+    assert numbers(1, 5) == numbers(1, 5)
+    assert numbers(1, 5) != numbers(1, 6)
+    assert numbers(1, 5) != numbers(2, 5)

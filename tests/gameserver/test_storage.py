@@ -1,0 +1,144 @@
+"""Match files: creation never overwrites, bad files are refused untouched, recovery rebuilds exactly."""
+
+import hashlib
+import sqlite3
+
+import pytest
+
+from gameserver import storage
+from gameserver.games.arena import Arena, Params
+from gameserver.records import step_record
+from gameserver.recovery import Diverged, create_match_file, restore
+from gameserver.simulation import INPUT, JOIN, Command
+from gameserver.storage import CorruptFile, MatchExists, MatchStore, NewerSchema, NotAMatchFile
+
+MATCH = "0" * 26
+
+
+def new_file(tmp_path, snapshot_every=10):
+    path = storage.match_path(tmp_path, MATCH)
+    meta, sim = create_match_file(path, Arena(), match_id=MATCH, params=Params(), seed=7,
+                                  snapshot_every=snapshot_every, now=1000.0)
+    return path, meta, sim
+
+
+def play(path, sim, ticks, snapshot_every=10):
+    store = MatchStore.open(path)
+    try:
+        for t in range(ticks):
+            commands = [Command(JOIN, "a"), Command(JOIN, "b")] if sim.tick == 0 else [
+                Command(INPUT, "a", sim.tick, {"dx": (t % 3) - 1, "dy": 1}),
+                Command(INPUT, "b", sim.tick, {"dx": 1, "dy": (t % 2) - 0.5})]
+            step = sim.step(commands)
+            store.commit_step(step_record(sim, step, snapshot_every), now=1000.0 + t)
+    finally:
+        store.close()
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_create_refuses_to_overwrite(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    before = digest(path)
+    with pytest.raises(MatchExists):
+        create_match_file(path, Arena(), match_id=MATCH, params=Params(), seed=8, snapshot_every=10, now=0.0)
+    assert digest(path) == before
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no staging file left
+
+
+def test_recovery_rebuilds_the_same_state(tmp_path):
+    path, meta, sim = new_file(tmp_path, snapshot_every=10)
+    play(path, sim, 37)
+    with MatchStoreReader(path) as store:
+        rebuilt = restore(store, Arena())
+    assert rebuilt.tick == sim.tick == 37
+    assert rebuilt.canonical() == sim.canonical()
+    assert rebuilt.last_seq == sim.last_seq and rebuilt.seated == sim.seated
+    with MatchStoreReader(path) as store:
+        assert restore(store, Arena(), until=15).tick == 15
+
+
+def test_recovery_finds_divergence_at_its_tick(tmp_path):
+    path, meta, sim = new_file(tmp_path, snapshot_every=10)
+    play(path, sim, 25)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE checksums SET checksum = checksum + 1 WHERE tick = 23")
+    conn.commit()
+    conn.close()
+    with MatchStoreReader(path) as store, pytest.raises(Diverged) as caught:
+        restore(store, Arena())
+    assert caught.value.tick == 23
+
+
+def test_not_sqlite_is_refused_untouched(tmp_path):
+    path = storage.match_path(tmp_path, MATCH)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"hello, not a database" * 100)
+    before = digest(path)
+    with pytest.raises(NotAMatchFile):
+        MatchStore.open(path)
+    assert digest(path) == before
+
+
+def test_other_sqlite_is_refused(tmp_path):
+    path = tmp_path / "other.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(NotAMatchFile):
+        MatchStore.open(path)
+
+
+def test_newer_schema_is_refused_untouched(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {storage.SCHEMA_VERSION + 1}")
+    conn.close()
+    before = digest(path)
+    with pytest.raises(NewerSchema):
+        MatchStore.open(path)
+    assert digest(path) == before
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    play(path, sim, 30)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    before = digest(path)
+    with pytest.raises(storage.MatchFileError):
+        store = MatchStore.open(path)
+        restore(store, Arena())
+    assert digest(path) == before
+
+
+def test_scan_reports_broken_files_and_lists_good_ones(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    (path.parent / f"{'1' * 26}.sqlite3").write_bytes(b"garbage")
+    found, broken = storage.scan(tmp_path)
+    assert [m.match_id for m in found] == [MATCH]
+    assert len(broken) == 1 and "not an SQLite database" in broken[0][1]
+
+
+def test_events_and_kv_are_read_back(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    play(path, sim, 3)
+    with MatchStoreReader(path) as store:
+        events = store.events_after(0)
+        assert [(t, k) for t, k, _ in events] == [(1, "join"), (1, "join")]
+        assert store.events_after(1) == []
+        assert [p for p, _, _ in store.players()] == ["a", "b"]
+
+
+class MatchStoreReader:
+    def __init__(self, path):
+        self.store = MatchStore.open(path, read_only=True)
+
+    def __enter__(self):
+        return self.store
+
+    def __exit__(self, *exc):
+        self.store.close()
