@@ -5,7 +5,6 @@ half-way; recovery rebuilds from the file. Invariants: no acknowledged input is 
 input log, and the state after recovery equals the state at the last commit.
 """
 
-import sqlite3
 
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule

@@ -4,7 +4,7 @@ import attrs
 import pytest
 from hypothesis import given, strategies as st
 
-from gameserver.game import Context, Game, PlayerInput, Refuse, Result
+from gameserver.game import Context, Game, Refuse, Result
 from gameserver.games.arena import Arena, Params
 from gameserver.simulation import INPUT, JOIN, LEAVE, Command, GameCrashed, Simulation
 

@@ -10,7 +10,7 @@ from gameserver.games.arena import Arena, Params
 from gameserver.records import step_record
 from gameserver.recovery import Diverged, create_match_file, restore
 from gameserver.simulation import INPUT, JOIN, Command
-from gameserver.storage import CorruptFile, MatchExists, MatchStore, NewerSchema, NotAMatchFile
+from gameserver.storage import MatchExists, MatchStore, NewerSchema, NotAMatchFile
 
 MATCH = "0" * 26
 
