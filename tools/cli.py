@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--token-ttl", type=_positive_float, default=3600.0, help="join token lifetime in seconds")
     up.add_argument("--ready-file", type=Path, default=None, help="write the URLs as JSON here once serving")
 
+    commands.add_parser("openapi", help="print the HTTP API's OpenAPI document (docs/openapi.json)")
+
     bench = commands.add_parser("bench", help="run a benchmark workload and print its figures")
     workloads = bench.add_subparsers(dest="workload", required=True, metavar="WORKLOAD")
     arena = workloads.add_parser("arena", help="workload arena (../shared/workloads/arena.md)")
@@ -65,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     arena.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     arena.add_argument("--seed", type=int, default=1, help="bots' random seed")
     arena.add_argument("--json", action="store_true", help="print only the JSON object")
+    recovery = workloads.add_parser("recovery", help="re-activation time of a long arena match")
+    recovery.add_argument("--ticks", type=_positive_int, default=12_000, help="logged ticks (default 12000: 10 min)")
+    recovery.add_argument("--snapshot-every", type=_positive_int, default=100, help="ticks between snapshots")
+    recovery.add_argument("--repeat", type=_positive_int, default=5, help="activations to time (default 5)")
+    recovery.add_argument("--seed", type=int, default=1)
+    recovery.add_argument("--json", action="store_true", help="print only the JSON object")
     return parser
 
 
@@ -74,11 +82,32 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "up":
         return _up(args)
-    if args.command == "bench":
+    if args.command == "openapi":
+        print(openapi_document())
+        return 0
+    if args.command == "bench" and args.workload == "arena":
         from tools.bench_arena import run_cli
 
         return run_cli(args)
+    if args.command == "bench" and args.workload == "recovery":
+        from tools.bench_recovery import run_cli as run_recovery
+
+        return run_recovery(args)
     return 2
+
+
+def openapi_document() -> str:
+    """The OpenAPI document of the HTTP API, as served at /openapi.json, in a stable layout."""
+    import json
+    import tempfile
+
+    from gameserver.node import Node
+    from matchmaker.api import create_app
+
+    with tempfile.TemporaryDirectory() as tmp:
+        node = Node(NodeConfig(data_dir=Path(tmp)), builtin_games())
+        app = create_app(node, secret=b"x" * 32, ws_base=lambda: "ws://127.0.0.1:7351", connections=lambda: 0)
+        return json.dumps(app.openapi(), indent=2, sort_keys=True)
 
 
 def _up(args: argparse.Namespace) -> int:
