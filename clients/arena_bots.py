@@ -68,15 +68,14 @@ class Figures:
         self.state_frames = 0  # received in the window
         self.latency_buckets: Counter[int] = Counter()  # floor(ms / BUCKET_MS) -> inputs
         self.latency_max_ms = 0.0
-        self.late_sends = 0
+        self.late_sends = 0  # in the window
         self.errors: Counter[str] = Counter()
 
     def ack(self, latency_s: float) -> None:
         ms = latency_s * 1000.0
         self.acked += 1
         self.latency_buckets[int(ms / BUCKET_MS)] += 1
-        if ms > self.latency_max_ms:
-            self.latency_max_ms = ms
+        self.latency_max_ms = max(self.latency_max_ms, ms)
 
     def report(self) -> dict:
         return {"joined": self.joined, "join_failed": self.join_failed, "sent": self.sent, "acked": self.acked,
@@ -135,11 +134,10 @@ class Bot:
                 dx, dy = rng.choice(STEPS), rng.choice(STEPS)
             self.seq += 1
             sent_at = trio.current_time()
-            if sent_at - deadline > LATE_SEND_S:
-                figures.late_sends += 1
             self.unacked.append((self.seq, sent_at))
             if window.holds(sent_at):
                 figures.sent += 1
+                figures.late_sends += sent_at - deadline > LATE_SEND_S
             try:
                 await ws.send_message(INPUT_FRAME % (self.seq, dx, dy))
             except ConnectionClosed:
@@ -223,6 +221,7 @@ async def run(bots: list[Bot]) -> int:
             if bots:
                 await settled.wait()  # bounded: every join has its own timeout
             say("ready " + json.dumps({"joined": figures.joined, "join_failed": figures.join_failed}))
+            go = False
             with trio.move_on_after(GO_TIMEOUT_S):
                 go = await read_go(window)
             if not go:

@@ -34,6 +34,8 @@ JSON_SUBPROTOCOL = "arbiter.json.v1"
 MSGPACK_SUBPROTOCOL = "arbiter.msgpack.v1"
 # Close codes after which reconnecting cannot help (see docs/protocol.md).
 FINAL_CLOSE_CODES = {1000, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012}
+# Error codes that refuse an input for good (rate_limited and not_ready may be sent again).
+REFUSED_INPUT_CODES = {"invalid_input", "not_seated", "forbidden"}
 
 
 @attrs.frozen
@@ -215,11 +217,16 @@ class MatchClient:
         if kind == "event":
             return Event(body["tick"], body["kind"], body.get("data"))
         if kind == "error":
-            return Error(body["code"], body["message"], body.get("seq"))
+            seq = body.get("seq")
+            if seq is not None and body["code"] in REFUSED_INPUT_CODES:
+                self.unacked.pop(seq, None)  # refused for good: resending it would be refused again
+            return Error(body["code"], body["message"], seq)
         if kind == "welcome":
             self.tick = body["tick"]
             self.player = body["player"]
             self._acknowledge(body["acks"])
+            # A seat that already has inputs (a restarted client): number on from the server's count.
+            self.next_seq = max(self.next_seq, body["last_seq"] + 1)
             return Welcome(body["match"], body["player"], body["role"], body["tick"], body["tick_rate"],
                            body["last_seq"], body["acks"], self._state(body["state"]))
         return None  # pong, or a message kind this client does not know yet
@@ -257,8 +264,8 @@ class MatchClient:
                     message = self._decode(await ws.get_message())
                     if isinstance(message, Welcome):
                         break
-                    if isinstance(message, Error):
-                        raise MatchClosed(None, f"{message.code}: {message.message}")
+                    if isinstance(message, Error):  # the server refused our auth frame: retrying cannot help
+                        raise MatchClosed(1008, f"{message.code}: {message.message}")
             except ConnectionClosed as closed:
                 reason = closed.reason
                 raise MatchClosed(reason.code if reason else None, reason.reason if reason else None) from None

@@ -58,12 +58,7 @@ class LeaveRequest:
     conn: Connection
 
 
-@attrs.frozen
-class Gone:
-    conn: Connection
-
-
-InboxItem = JoinRequest | InputMessage | LeaveRequest | Gone
+InboxItem = JoinRequest | InputMessage | LeaveRequest
 
 
 def describe_match(meta: MatchMeta, *, players: list[dict[str, Any]], connections: int, live: bool) -> dict[str, Any]:
@@ -91,6 +86,8 @@ class Actor:
         self._send, self._receive = trio.open_memory_channel[InboxItem](config.inbox_size)
         self.connections: dict[int, Connection] = {}
         self.by_player: dict[str, Connection] = {}
+        self._arriving: list[Connection] = []  # drained join requests, answered after the tick's commit
+        self._gone: list[Connection] = []  # closed connections, detached at the next tick
         self.finished = trio.Event()
         self._stop = trio.Event()
         self._stop_code = protocol.CLOSE_GOING_AWAY
@@ -118,6 +115,10 @@ class Actor:
                 return False
             return True
         return False
+
+    def disconnected(self, conn: Connection) -> None:
+        """A connection closed. Never blocks and never fails: it must not depend on inbox room."""
+        self._gone.append(conn)
 
     def stop(self, code: int = protocol.CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
         """Finish the current tick, close every connection with `code`, leave memory."""
@@ -166,41 +167,45 @@ class Actor:
             self._send.close()
             self.store.close()
 
-    def _drain(self) -> tuple[list[Command], list[Connection]]:
+    def _drain(self) -> list[Command]:
+        """This tick's commands, in arrival order; join requests go to `_arriving`."""
         commands: list[Command] = []
-        arriving: list[Connection] = []
         while True:
             try:
                 item = self._receive.receive_nowait()
             except trio.WouldBlock:
-                return commands, arriving
+                break
             conn = item.conn
             if isinstance(item, InputMessage):
                 if self.connections.get(conn.id) is conn:
                     commands.append(Command(INPUT, conn.player, item.input.seq, item.input.data))
             elif isinstance(item, JoinRequest):
-                arriving.append(conn)
+                self._arriving.append(conn)
                 if conn.role == PLAYER:
                     commands.append(Command(JOIN, conn.player))
-            elif isinstance(item, LeaveRequest):
-                if self.connections.get(conn.id) is conn:
+            elif self.connections.get(conn.id) is conn:  # LeaveRequest
+                if conn.role == PLAYER:
                     commands.append(Command(LEAVE, conn.player))
-                    self._detach(conn)
-            else:  # Gone
                 self._detach(conn)
-                if conn in arriving:
-                    arriving.remove(conn)
+        # Closed connections go last, so the inputs they sent before closing still count.
+        gone, self._gone = self._gone, []
+        for conn in gone:
+            self._detach(conn)
+            if conn in self._arriving:
+                self._arriving.remove(conn)
+                conn.refuse(protocol.CLOSE_NORMAL, "closed")
+        return commands
 
     async def _tick(self) -> None:
-        commands, arriving = self._drain()
+        commands = self._drain()
         sim = self.sim
         try:
             step = sim.step(commands)
         except GameCrashed as crash:
             await self._crashed(crash)
             return
-        record = step_record(sim, step, self.config.snapshot_every)
         try:
+            record = step_record(sim, step, self.meta.snapshot_every)
             canonical.encode([record.events, record.kv_writes])  # game data must be JSON: caught before commit
         except (TypeError, ValueError) as error:
             await self._crashed(GameCrashed(step.tick, step.applied, error))
@@ -209,6 +214,7 @@ class Actor:
         status, result, events = record.status, record.result, record.events
         self.metrics.inputs.inc(sum(1 for c in step.applied if c.kind == INPUT))
         # Output gate: everything below reflects committed writes only.
+        arriving, self._arriving = self._arriving, []
         self._send_step(step, events, arriving)
         if status is not None:
             self.status = status
@@ -238,15 +244,14 @@ class Actor:
                 conn.send(frame)
             conn.offer_state(self._state_frame(frames, conn, step.tick, acks_json))
         for rejection in step.rejected:
-            if rejection.code == "duplicate":
-                continue  # already processed: its acknowledgement is in every state frame
-            self.metrics.inputs_rejected.labels(rejection.code).inc()
             command = rejection.command
-            if command.kind == INPUT:
-                target = self.by_player.get(command.player)
-                if target is not None:
-                    target.send(protocol.encode_server(protocol.error_frame(
-                        rejection.code, rejection.message, command.seq), target.fmt))
+            if rejection.code == "duplicate" or command.kind != INPUT:
+                continue  # a duplicate's acknowledgement is in every state frame; joins are answered below
+            self.metrics.inputs_rejected.labels(rejection.code).inc()
+            target = self.by_player.get(command.player)
+            if target is not None:
+                target.send(protocol.encode_server(protocol.error_frame(
+                    rejection.code, rejection.message, command.seq), target.fmt))
         refused = {r.command.player: r for r in step.rejected if r.command.kind == JOIN}
         for conn in arriving:
             if conn.role == PLAYER and conn.player not in sim.seated:
@@ -257,7 +262,7 @@ class Actor:
             self._attach(conn)
             conn.send(protocol.encode_server(self._welcome(conn), conn.fmt))
             if conn.resume_tick is not None:
-                for tick, kind, data in self.store.events_after(conn.resume_tick, self.config.events_on_resume):
+                for tick, kind, data in self.store.latest_events_after(conn.resume_tick, self.config.events_on_resume):
                     conn.send(protocol.encode_server({"t": "event", "tick": tick, "kind": kind, "data": data},
                                                      conn.fmt))
             elif events:
@@ -316,14 +321,18 @@ class Actor:
             self._detach(conn)
 
     def _refuse_waiting(self) -> None:
-        """Answer every connection still in the inbox: the match is gone."""
+        """Answer every connection still waiting to join: the match is gone."""
+        code = protocol.CLOSE_MATCH_OVER if self.status in (ENDED, CRASHED, FAILED) else self._stop_code
+        for conn in self._arriving:
+            if not conn.admitted.is_set():
+                conn.refuse(code, f"match is {self.status}")
+        self._arriving = []
         while True:
             try:
                 item = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
                 return
             if isinstance(item, JoinRequest):
-                code = protocol.CLOSE_MATCH_OVER if self.status in (ENDED, CRASHED, FAILED) else self._stop_code
                 item.conn.refuse(code, f"match is {self.status}")
 
     # -- failures -----------------------------------------------------------------------------
@@ -331,12 +340,15 @@ class Actor:
     async def _crashed(self, crash: GameCrashed) -> None:
         reason = f"{type(crash.error).__name__}: {crash.error}"[:500]
         self.log.error("game code crashed at tick %d", crash.tick, exc_info=crash.error)
-        record = StepRecord(crash.tick, crash.applied, None, [("end", {"status": CRASHED, "reason": reason})],
+        record = StepRecord(crash.tick, crash.applied, None,
+                            [("end", {"status": CRASHED, "reason": "game code raised an exception"})],
                             status=CRASHED, status_reason=reason)
         await self._commit(record)
         self.status, self.status_reason = CRASHED, reason
         self.metrics.matches_finished.labels(CRASHED).inc()
-        frame = {"t": "event", "tick": crash.tick, "kind": "end", "data": {"status": CRASHED, "reason": reason}}
+        # Clients learn that game code failed, not the exception text (it is in the match file and the log).
+        frame = {"t": "event", "tick": crash.tick, "kind": "end",
+                 "data": {"status": CRASHED, "reason": "game code raised an exception"}}
         for conn in self.connections.values():
             conn.send(protocol.encode_server(frame, conn.fmt))
         self._stop_code, self._stop_reason = protocol.CLOSE_MATCH_CRASHED, "match crashed"

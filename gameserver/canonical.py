@@ -57,10 +57,20 @@ def make_converter() -> cattrs.Converter:
 converter = make_converter()
 
 
+def _format_leaf(error: BaseException, _type: type | None) -> str:
+    if isinstance(error, KeyError):
+        return "required field missing"
+    if isinstance(error, cattrs.ForbiddenExtraKeysError):
+        return f"unknown fields {', '.join(sorted(map(str, error.extra_fields)))}"
+    if isinstance(error, (TypeError, ValueError)) and str(error):
+        return str(error)  # our strict hooks' and attrs validators' own words
+    return f"invalid value ({type(error).__name__})"
+
+
 def describe_error(error: BaseException) -> str:
     """A one-line, client-safe description of a structuring error."""
     if isinstance(error, cattrs.BaseValidationError):
-        parts = cattrs.transform_error(error)
+        parts = cattrs.transform_error(error, format_exception=_format_leaf)
         return "; ".join(parts)[:300] if parts else str(error)[:300]
     return str(error)[:300]
 

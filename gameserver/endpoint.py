@@ -16,9 +16,9 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from . import protocol, tokens
-from .actor import Actor, Gone, InputMessage, JoinRequest, LeaveRequest
+from .actor import Actor, InputMessage, JoinRequest, LeaveRequest
 from .connection import Connection
-from .node import MatchNotFound, MatchOver, MatchUnavailable, Node
+from .node import MatchNotFound, MatchOver, MatchUnavailable, Node, NodeClosing
 from .session import Authenticate, Close, LeaveMatch, Send, Session, Submit
 
 log = logging.getLogger("arbiter.endpoint")
@@ -107,8 +107,7 @@ class Endpoint:
             try:
                 await self._read(ws, session, actor, conn)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(self.config.inbox_wait_s):
-                    await actor.submit(Gone(conn))
+                actor.disconnected(conn)
                 nursery.cancel_scope.cancel()
 
     async def _join(self, ws: WebSocketConnection, session: Session, match_id: str,
@@ -148,6 +147,9 @@ class Endpoint:
         except MatchOver as error:
             await close(ws, protocol.CLOSE_MATCH_OVER, str(error))
             return None
+        except NodeClosing as error:
+            await close(ws, protocol.CLOSE_GOING_AWAY, str(error))
+            return None
         except MatchUnavailable as error:
             await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
             return None
@@ -157,7 +159,12 @@ class Endpoint:
         if not await actor.submit(JoinRequest(conn)):
             await close(ws, protocol.CLOSE_TRY_AGAIN, "the match is busy or over; try again")
             return None
-        await conn.admitted.wait()
+        with trio.move_on_after(self.config.inbox_wait_s + 30) as waited:
+            await conn.admitted.wait()  # the actor answers every join request; this bound is a safety net
+        if waited.cancelled_caught:
+            actor.disconnected(conn)
+            await close(ws, protocol.CLOSE_TRY_AGAIN, "the match did not answer; try again")
+            return None
         if conn.admission_error is not None:
             code, reason = conn.admission_error
             await close(ws, code, reason)
@@ -177,7 +184,8 @@ class Endpoint:
                 elif isinstance(action, Send):
                     conn.send(protocol.encode_server(action.frame, conn.fmt))
                 elif isinstance(action, LeaveMatch):
-                    await actor.submit(LeaveRequest(conn))
+                    if not await actor.submit(LeaveRequest(conn)):
+                        conn.close(protocol.CLOSE_TRY_AGAIN, "the match's inbox stayed full; leave again")
                 elif isinstance(action, Close):
                     conn.close(action.code, action.reason)
 

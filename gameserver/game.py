@@ -25,6 +25,7 @@ MIN_TICK_RATE = 1
 MAX_TICK_RATE = 120
 KV_KEY_MAX = 256
 KV_VALUE_MAX = 64 * 1024
+RESERVED_EVENTS = ("join", "leave", "end")
 
 
 @attrs.frozen
@@ -117,6 +118,8 @@ class Context:
         """Send a game event to every connection and record it in the match's event log."""
         if not isinstance(kind, str) or not 1 <= len(kind) <= 64:
             raise ValueError("an event kind is a string of 1 to 64 characters")
+        if kind in RESERVED_EVENTS:
+            raise ValueError(f"the event kinds {', '.join(RESERVED_EVENTS)} are the runtime's")
         self.events.append((kind, data))
 
 

@@ -56,6 +56,12 @@ class MatchUnavailable(NodeError):
     code = "match_unavailable"
 
 
+class NodeClosing(NodeError):
+    """The node is shutting down: try again in a moment (on this node after a restart, or another)."""
+
+    code = "node_closing"
+
+
 class MatchOver(NodeError):
     code = "match_over"
 
@@ -164,7 +170,7 @@ class Node:
             raise MatchNotFound(str(error)) from None
         while True:
             if self.closing:
-                raise MatchUnavailable("the node is shutting down")
+                raise NodeClosing("the node is shutting down")
             actor = self.actors.get(match_id)
             if actor is not None and not actor.finished.is_set():
                 return actor
@@ -206,6 +212,7 @@ class Node:
             store, meta, sim = await trio.to_thread.run_sync(load)
         except (MatchFileError, GameCrashed) as error:
             self._report_broken(path, str(error))
+            self.unfinished.pop(match_id, None)
             raise MatchUnavailable(f"match {match_id} cannot be loaded: {error}") from None
         self.metrics.activation.observe(trio.current_time() - started)
         if meta.game_version != self.games[meta.game].version:
@@ -268,4 +275,4 @@ class Node:
 
 
 __all__ = ["Node", "NodeError", "UnknownGame", "InvalidParams", "MatchNotFound", "MatchUnavailable",
-           "MatchOver", "NameTaken", "BrokenFile"]
+           "MatchOver", "NameTaken", "NodeClosing", "BrokenFile"]

@@ -36,6 +36,8 @@ class StepRecord:
 
 
 def snapshot_of(sim: Simulation) -> Snapshot:
+    """A snapshot of the simulation, normalised first (see `Simulation.normalize`)."""
+    sim.normalize()
     return Snapshot(sim.tick, sim.canonical().decode(), sim.checksum(), list(sim.seated), dict(sim.last_seq))
 
 

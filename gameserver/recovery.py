@@ -43,7 +43,7 @@ def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, see
                      params=canonical.converter.unstructure(params), seed=seed, tick_rate=game.tick_rate,
                      snapshot_every=snapshot_every, status=CREATED, status_reason=None, tick=0, created_at=now,
                      updated_at=now, started_at=None, ended_at=None, result=None)
-    MatchStore.create(path, meta, snapshot_of(sim), synchronous=synchronous).close()
+    MatchStore.create(path, meta, snapshot_of(sim), kv=sim.kv, synchronous=synchronous).close()
     return meta, sim
 
 
@@ -78,6 +78,8 @@ def restore(store: MatchStore, game: Game, until: int | None = None) -> Simulati
             batch = pending[1]
             pending = next(commands, None)
         step = sim.step(batch)
+        if step.tick % meta.snapshot_every == 0 or step.result is not None:
+            sim.normalize()  # as the live match did when it took a snapshot here
         if step.rejected:
             rejection = step.rejected[0]
             raise Diverged(store.path, step.tick, expected.get(step.tick, 0), sim.checksum()) from ValueError(

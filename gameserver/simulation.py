@@ -8,6 +8,7 @@ and send. It never imports trio or sqlite3 and never reads the clock.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -112,6 +113,23 @@ class Simulation:
 
     def checksum(self) -> int:
         return canonical.checksum(self.canonical())
+
+    def normalize(self) -> None:
+        """Replace the state with its snapshot round trip (encode, decode, structure).
+
+        A state holding, say, the int 0 in a float field encodes as 0 but comes back from a
+        snapshot as 0.0: normalising at every snapshot makes the live state exactly what a
+        restore rebuilds. A state that cannot make the round trip raises `TypeError`.
+        """
+        encoded = self.canonical()
+        try:
+            state = canonical.converter.structure(json.loads(encoded), self.game.state_type)
+        except Exception as error:
+            raise TypeError(f"the state of {self.game.name} does not survive a snapshot round trip: "
+                            f"{canonical.describe_error(error)}") from error
+        if canonical.encode_state(state) != encoded:
+            self.state = state
+            self._canonical = None
 
     def step(self, commands: list[Command]) -> Step:
         """Apply one tick's commands in order, then the game's tick and end condition."""

@@ -176,8 +176,10 @@ class MatchStore:
     # -- opening and creating ---------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: Path, meta: MatchMeta, snapshot: Snapshot, *, synchronous: str = "NORMAL") -> MatchStore:
-        """Create the file for a new match. Raises `MatchExists` rather than overwrite."""
+    def create(cls, path: Path, meta: MatchMeta, snapshot: Snapshot, *, kv: dict[str, Any] | None = None,
+               synchronous: str = "NORMAL") -> MatchStore:
+        """Create the file for a new match (with what `init` put in the key-value store, at tick 0).
+        Raises `MatchExists` rather than overwrite."""
         if path.exists():
             raise MatchExists(f"{path} exists")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +200,8 @@ class MatchStore:
             )
             cls._insert_snapshot(conn, snapshot)
             conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (snapshot.tick, snapshot.checksum))
+            conn.executemany("INSERT INTO kv (key, tick, value) VALUES (?, ?, ?)",
+                             [(key, snapshot.tick, _json(value)) for key, value in (kv or {}).items()])
             conn.execute("COMMIT")
         finally:
             conn.close()  # checkpoints and removes the WAL: the staged file is complete alone
@@ -316,6 +320,12 @@ class MatchStore:
         rows = self.conn.execute(
             "SELECT tick, kind, data FROM events WHERE tick > ? ORDER BY tick, idx LIMIT ?", (tick, limit))
         return [(t, kind, json.loads(data) if data is not None else None) for t, kind, data in rows]
+
+    def latest_events_after(self, tick: int, limit: int) -> list[tuple[int, str, Any]]:
+        """The newest `limit` events after `tick`, oldest first (what a resuming client needs most)."""
+        rows = self.conn.execute(
+            "SELECT tick, kind, data FROM events WHERE tick > ? ORDER BY tick DESC, idx DESC LIMIT ?", (tick, limit))
+        return [(t, kind, json.loads(data) if data is not None else None) for t, kind, data in rows][::-1]
 
     def players(self) -> list[tuple[str, int, int | None]]:
         return self.conn.execute(

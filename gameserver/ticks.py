@@ -32,6 +32,6 @@ class Schedule:
         self.index += 1
         behind = int((now - self.deadline()) / self.period)
         if behind > self.max_behind:
-            self.index += behind
-            return behind
+            self.index += behind + 1  # the first deadline after `now`
+            return behind + 1
         return 0

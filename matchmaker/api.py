@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gameserver import tokens
-from gameserver.node import InvalidParams, MatchNotFound, MatchUnavailable, NameTaken, Node, NodeError, UnknownGame
+from gameserver.node import (InvalidParams, MatchNotFound, MatchUnavailable, NameTaken, Node, NodeClosing, NodeError,
+                             UnknownGame)
 
 PROBLEM = "application/problem+json"
 MAX_BODY_BYTES = 64 * 1024
@@ -28,6 +29,7 @@ MATCH_ID_PATTERN = r"^[0-7][0-9a-z]{25}$"
 
 _STATUS_OF: dict[type[NodeError], int] = {
     UnknownGame: 422, InvalidParams: 422, NameTaken: 409, MatchNotFound: 404, MatchUnavailable: 409,
+    NodeClosing: 503,
 }
 
 

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> dict:
         raise SetupFailed(f"--url {args.url}: only loopback addresses ({', '.join(LOOPBACK)})")
     clients = PLAYERS_PER_MATCH * args.matches
     processes = args.bot_processes or max(1, math.ceil(clients / BOTS_PER_PROCESS))
-    usable = sorted(os.sched_getaffinity(0))
+    driver_cpus = os.sched_getaffinity(0)
+    usable = sorted(driver_cpus)
     server_cpus, bot_cpus = (usable[:1], usable[1:]) if len(usable) >= 2 else (None, None)
     work_dir = Path(tempfile.mkdtemp(prefix="arbiter-bench-arena-"))
     server: subprocess.Popen | None = None
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> dict:
         if server is not None:
             stop_server(server)
         shutil.rmtree(work_dir, ignore_errors=True)
+        os.sched_setaffinity(0, driver_cpus)
     return report(args, processes, results, before, after, server, server_cpus, bot_cpus)
 
 
@@ -216,15 +218,16 @@ def create_matches(http: httpx.Client, matches: int) -> list[dict]:
 
 def sample(http: httpx.Client, server: subprocess.Popen | None, bots: list[subprocess.Popen]) -> dict:
     """The counters the report takes deltas of, at one instant."""
-    at = time.monotonic()
-    figures = {"at": at, "server_cpu_s": cpu_seconds(server.pid) if server else None,
+    figures = {"at": time.monotonic(), "server_cpu_s": cpu_seconds(server.pid) if server else None,
                "server_rss_mb": peak_rss_mb(server.pid) if server else None,
-               "bots_cpu_s": sum(cpu_seconds(bot.pid) for bot in bots)}
+               "bots_cpu_s": sum(cpu_seconds(bot.pid) for bot in bots), "machine_busy_s": machine_busy_seconds()}
+    asked = time.monotonic()
     try:
         response = http.get("/metrics")
         response.raise_for_status()
     except httpx.HTTPError as error:
         raise SetupFailed(f"reading /metrics: {error}") from None
+    figures["metrics_at"] = (asked + time.monotonic()) / 2  # the server read its counters in between
     wanted = {"arbiter_ticks_total": "ticks", "arbiter_late_ticks_total": "late_ticks"}
     for family in text_string_to_metric_families(response.text):
         for s in family.samples:
@@ -238,6 +241,14 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as file:
         fields = file.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every process of the machine spent, all CPUs, from /proc/stat."""
+    with open("/proc/stat") as file:
+        ticks = [int(n) for n in file.readline().split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")  # guest time is already in user
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -349,15 +360,24 @@ def report(args: argparse.Namespace, processes: int, results: list[dict], before
     def per_s(key: str) -> float | None:
         if key not in before or key not in after:
             return None
-        return round((after[key] - before[key]) / elapsed, 2)
+        return round((after[key] - before[key]) / (after["metrics_at"] - before["metrics_at"]), 2)
 
     server_figures = {
         "cpu_pct": round((after["server_cpu_s"] - before["server_cpu_s"]) / elapsed * 100, 1) if server else None,
         "rss_mb": round(after["server_rss_mb"], 1) if server else None,
         "ticks_per_s": per_s("ticks"), "expected_ticks_per_s": TICK_RATE * args.matches,
         "late_ticks": int(after["late_ticks"] - before["late_ticks"]) if "late_ticks" in after else None,
-        "pid": server.pid if server else None, "cpu": server_cpus,
+        "pid": server.pid if server else None, "cpu": server_cpus if server else None,
     }
+    bot_cpu_pct = round((after["bots_cpu_s"] - before["bots_cpu_s"]) / elapsed * 100, 1)
+    machine_pct = (after["machine_busy_s"] - before["machine_busy_s"]) / elapsed * 100
+    other_cpu_pct = round(max(0.0, machine_pct - bot_cpu_pct - (server_figures["cpu_pct"] or 0.0)), 1)
+    warnings = []
+    if server is not None and other_cpu_pct > 10:
+        warnings.append(f"other processes used {other_cpu_pct} % of a CPU during the window: the figures are noisy")
+    if bot_cpu_pct > 80 * len(bot_cpus or os.sched_getaffinity(0)) or total["late_sends"] > 0.01 * total["sent"]:
+        warnings.append("the bots were short of CPU (see bot_cpu_pct, bot_late_sends): latency includes "
+                        "their own delays; use fewer matches or more CPUs for the bots")
     if server is None:
         server_figures["note"] = "external server (--url): its PID is unknown, so cpu_pct and rss_mb are null"
     return {
@@ -369,9 +389,9 @@ def report(args: argparse.Namespace, processes: int, results: list[dict], before
         "server": server_figures,
         "errors": sum(errors.values()), "errors_by_kind": errors,
         "bots_joined": total["joined"], "bot_processes": processes,
-        "bot_cpu_pct": round((after["bots_cpu_s"] - before["bots_cpu_s"]) / elapsed * 100, 1),
-        "bot_cpu": bot_cpus, "bot_late_sends": total["late_sends"],
-        "command": command_line(args),
+        "bot_cpu_pct": bot_cpu_pct, "bot_cpu": bot_cpus, "bot_late_sends": total["late_sends"],
+        "other_cpu_pct": other_cpu_pct,
+        "warnings": warnings, "command": command_line(args),
     }
 
 
@@ -385,9 +405,11 @@ def table(r: dict) -> str:
         ("state frames/s", f"{r['state_frames_per_s']} (expected {r['expected_state_frames_per_s']})"),
         ("server ticks/s", f"{s['ticks_per_s']} (expected {s['expected_ticks_per_s']}), late {s['late_ticks']}"),
         ("server CPU % / peak RSS MB", f"{s['cpu_pct']} / {s['rss_mb']}  (CPUs {s['cpu']})"),
-        ("bots CPU %", f"{r['bot_cpu_pct']} in {r['bot_processes']} processes (CPUs {r['bot_cpu']}), "
-                       f"{r['bot_late_sends']} late sends"),
+        ("bots CPU %", (f"{r['bot_cpu_pct']} in {r['bot_processes']} processes (CPUs {r['bot_cpu']}), "
+                        f"{r['bot_late_sends']} late sends")),
+        ("other processes CPU %", f"{r['other_cpu_pct']}"),
         ("errors", f"{r['errors']} {r['errors_by_kind'] or ''}"),
+        *(("warning", w) for w in r["warnings"]),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ws-port", type=_port, default=None, help="WebSocket port (default: --port + 1)")
     up.add_argument("--public-ws-url", default=None, help="WebSocket base URL given to clients, "
                     "if not ws://HOST:WS_PORT (behind a proxy)")
-    up.add_argument("--admin-token", default=None, help="require this bearer token to create matches and tokens")
+    up.add_argument("--admin-token", default=os.environ.get("ARBITER_ADMIN_TOKEN"),
+                    help="require this bearer token to create matches and tokens and to list unusable files "
+                         "(default: $ARBITER_ADMIN_TOKEN; prefer the variable, arguments show in ps)")
     up.add_argument("--game", action="append", default=[], metavar="MODULE:CLASS",
                     help="add a game class (repeatable)")
     up.add_argument("--snapshot-every", type=_positive_int, default=100, help="ticks between snapshots (default 100)")
@@ -129,7 +132,7 @@ def _up(args: argparse.Namespace) -> int:
                           public_ws_url=args.public_ws_url, admin_token=args.admin_token)
     try:
         trio.run(serve, config, args.ready_file)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # a port in use, an unreadable data dir, a bad secret.key
         print(f"arbiter up: {error}", file=sys.stderr)
         return 1
     return 0

@@ -7,6 +7,7 @@ connections with 1001; then the WebSocket listener and the HTTP server stop.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -99,9 +100,15 @@ async def main(config: ServerConfig, ready_file: Path | None = None) -> None:
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_server, config, stop)
             _announce(config, running)
-            if ready_file is not None:
-                ready_file.write_text(json.dumps({"http_url": running.http_url, "ws_url": running.ws_url,
-                                                  "pid": os.getpid()}))
+            if ready_file is not None:  # written whole, then renamed: a reader never sees half of it
+                staging = ready_file.with_name(f".{ready_file.name}.tmp")
+                staging.write_text(json.dumps({"http_url": running.http_url, "ws_url": running.ws_url,
+                                               "pid": os.getpid()}))
+                staging.replace(ready_file)
+            # Everything loaded so far (code, the app) lives as long as the process: keep it out of
+            # the collector's full passes, which otherwise pause every match's tick.
+            gc.collect()
+            gc.freeze()
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
                 stop.set()

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from gameserver import protocol, storage
-from gameserver.actor import Gone, InputMessage, JoinRequest
+from gameserver.actor import InputMessage, JoinRequest
 from gameserver.config import NodeConfig
 from gameserver.connection import Connection
 from gameserver.game import Game
@@ -208,7 +208,7 @@ async def test_spectators_watch_but_do_not_join(node, autojump_clock):
     watcher = await join(actor, "cam", role="spectator")
     assert frames(watcher)[0]["role"] == "spectator"
     assert actor.sim.seated == []
-    await actor.submit(Gone(watcher))
+    actor.disconnected(watcher)
     await trio.sleep(0.1)
     assert actor.connections == {}
 

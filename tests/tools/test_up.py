@@ -89,6 +89,7 @@ async def test_invalid_input_earns_an_error_and_the_match_goes_on(server, http):
             while not isinstance(message := await dan.receive(), Error):
                 pass
         assert message.code == "invalid_input" and message.seq == 1
+        assert 1 not in dan.unacked  # refused for good: never resent
         seq = await dan.send_input({"dx": 0, "dy": 1})
         with trio.fail_after(5):
             while dan.acked < seq:
@@ -217,3 +218,23 @@ async def test_health_metrics_and_openapi(server, http):
             assert name in metrics
         spec = (await client.get("/openapi.json")).json()
         assert {"/v1/matches", "/v1/matches/{match_id}", "/v1/matches/{match_id}/tokens", "/healthz"} <= set(spec["paths"])
+
+
+async def test_a_restarted_client_numbers_on_from_the_server(server, http):
+    match = await http.create_match("arena")
+    url, token = await seat(http, match["match_id"], "ria")
+    async with MatchClient(url, token) as first:
+        await first.receive()
+        for _ in range(3):
+            seq = await first.send_input({"dx": 1, "dy": 1})
+        with trio.fail_after(5):
+            while first.acked < seq:
+                await first.receive()
+    async with MatchClient(url, token) as second:  # a new process: it knows nothing of seq 1..3
+        welcome = await second.receive()
+        assert welcome.last_seq == 3
+        seq = await second.send_input({"dx": -1, "dy": 0})
+        assert seq == 4
+        with trio.fail_after(5):
+            while second.acked < 4:
+                await second.receive()
