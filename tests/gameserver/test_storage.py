@@ -142,3 +142,23 @@ class MatchStoreReader:
 
     def __exit__(self, *exc):
         self.store.close()
+
+
+def test_an_older_schema_is_migrated_in_place(tmp_path, monkeypatch):
+    path, meta, sim = new_file(tmp_path)
+    play(path, sim, 5)
+
+    def add_notes(conn):
+        conn.execute("ALTER TABLE match ADD COLUMN notes TEXT")
+
+    monkeypatch.setattr(storage, "SCHEMA_VERSION", storage.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(storage.MIGRATIONS, storage.SCHEMA_VERSION - 1, add_notes)
+    with pytest.raises(storage.MatchFileError):  # a reader never migrates
+        MatchStore.open(path, read_only=True)
+    store = MatchStore.open(path)
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone() == (storage.SCHEMA_VERSION,)
+        assert store.conn.execute("SELECT notes FROM match").fetchone() == (None,)
+        assert restore(store, Arena()).canonical() == sim.canonical()
+    finally:
+        store.close()

@@ -238,3 +238,10 @@ async def test_a_restarted_client_numbers_on_from_the_server(server, http):
         with trio.fail_after(5):
             while second.acked < 4:
                 await second.receive()
+
+
+async def test_a_frame_over_the_limit_closes_with_1009(server, http):
+    match = await http.create_match("arena")
+    url, token = await seat(http, match["match_id"], "big")
+    frame = json.dumps({"t": "auth", "token": token, "pad": "x" * 70_000})
+    await expect_close(url, [frame], 1009)
