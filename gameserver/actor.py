@@ -1,19 +1,32 @@
 """The match actor: one trio task that does everything for its match.
 
-At each tick it drains its inbox in arrival order, runs the simulation step, commits that
-tick's commands, checksum, events and (every N ticks) a snapshot in one SQLite transaction, and
-only then sends anything (output gate): welcomes, state frames carrying every player's last
-processed seq (the acknowledgement), events and errors.
+A real-time match that is running ticks on absolute deadlines. Every other match (in its lobby,
+turn-based, or paused) takes a step whenever something arrives or an alarm comes due. Each step
+drains the inbox in arrival order, runs the simulation, commits that step's commands, checksum,
+time, events, alarms and (every N steps) a snapshot in one SQLite transaction, and only then
+sends anything (output gate): welcomes, state frames carrying every player's last processed seq
+(the acknowledgement), events and errors.
+
+Alarms: the game's alarm and timers fire in steps of their own; if the handler raises, the step is
+rolled back and retried with exponential backoff, and after `alarm_max_retries` the alarm is
+recorded as failed (kept, shown, never silently dropped). The runtime's alarms drive the
+lifecycle: lobby timeout, match length, empty match, reconnect grace, retention.
 
 Inbox policy: the inbox holds `inbox_size` messages. A connection whose message does not fit
 waits for room (TCP backpressure on that client alone); if none frees up within `inbox_wait_s`,
 the connection is closed with 1013 and the message is not accepted. Nothing accepted into the
 inbox is ever dropped, and nothing is acknowledged before it is committed.
+
+Hibernation: a match that is not ticking and has had nothing to do for `hibernate_after_s`
+writes a snapshot and leaves memory; its node keeps its connections open and wakes it when a
+message or an alarm arrives.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import random
 import sqlite3
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
@@ -22,14 +35,16 @@ import attrs
 import msgpack
 import trio
 
+from . import alarms as alarm_math
 from . import canonical, protocol
+from .alarms import ALARM, EMPTY, END, LOBBY, RETENTION, Alarm, grace_name, is_runtime
 from .config import NodeConfig
 from .connection import Connection
-from .game import Game
+from .game import EMPTY_PAUSE, Game
 from .metrics import Metrics
-from .simulation import INPUT, JOIN, LEAVE, Command, GameCrashed, Simulation, Step
-from .records import StepRecord, step_record
-from .storage import CRASHED, CREATED, ENDED, FAILED, RUNNING, MatchMeta, MatchStore
+from .records import StepRecord, snapshot_of, step_record
+from .simulation import INPUT, JOIN, LEAVE, TIMER, Command, GameCrashed, Simulation, Step
+from .storage import CRASHED, CREATED, FAILED, FINISHED, LOBBY as LOBBY_STATUS, RUNNING, MatchMeta, MatchStore
 from .ticks import Schedule
 from .tokens import PLAYER
 
@@ -61,114 +76,308 @@ class LeaveRequest:
 InboxItem = JoinRequest | InputMessage | LeaveRequest
 
 
-def describe_match(meta: MatchMeta, *, players: list[dict[str, Any]], connections: int, live: bool) -> dict[str, Any]:
+def describe_match(meta: MatchMeta, *, players: list[dict[str, Any]], connections: int, live: bool,
+                   alarms: list[Alarm], paused: bool = False) -> dict[str, Any]:
     """A match's status as the HTTP API shows it, whether its actor is in memory or not."""
+    failed = [a for a in alarms if a.failed]
+    reason = meta.status_reason
+    if failed and reason is None:
+        reason = "; ".join(f"alarm {a.name!r} failed after {a.retries} attempts: {a.last_error}" for a in failed)
     return {"match_id": meta.match_id, "game": meta.game, "game_version": meta.game_version,
-            "params": meta.params, "status": meta.status, "status_reason": meta.status_reason,
-            "tick": meta.tick, "tick_rate": meta.tick_rate, "players": players, "connections": connections,
-            "live": live, "created_at": meta.created_at, "started_at": meta.started_at,
-            "ended_at": meta.ended_at, "result": meta.result}
+            "params": meta.params, "status": RUNNING if meta.status == CREATED else meta.status,
+            "status_reason": reason, "tick": meta.tick, "tick_rate": meta.tick_rate, "players": players,
+            "connections": connections, "live": live, "paused": paused, "created_at": meta.created_at,
+            "started_at": meta.started_at, "ended_at": meta.ended_at, "result": meta.result,
+            "alarms": [{"name": a.name, "due_at": a.due, "retries": a.retries, "failed": a.failed,
+                        "last_error": a.last_error} for a in alarms],
+            "failed_alarms": len(failed)}
 
 
 class Actor:
-    def __init__(self, *, game: Game, store: MatchStore, sim: Simulation, meta: MatchMeta,
-                 config: NodeConfig, metrics: Metrics, wall_clock: Callable[[], float]):
+    def __init__(self, *, game: Game, store: MatchStore, sim: Simulation, meta: MatchMeta, config: NodeConfig,
+                 metrics: Metrics, wall_clock: Callable[[], float], alarms: list[Alarm] | None = None,
+                 adopted: list[Connection] | None = None,
+                 schedule_alarm: Callable[[str, float | None], None] | None = None):
         self.match_id = meta.match_id
         self.game = game
         self.store = store
         self.sim = sim
         self.meta = meta
-        self.status = meta.status
+        self.status = RUNNING if meta.status == CREATED else meta.status
         self.status_reason = meta.status_reason
         self.config = config
         self.metrics = metrics
         self.wall_clock = wall_clock
+        self.alarms: dict[str, Alarm] = {a.name: a for a in alarms or []}
+        self._schedule_alarm = schedule_alarm or (lambda _match, _due: None)
         self._send, self._receive = trio.open_memory_channel[InboxItem](config.inbox_size)
         self.connections: dict[int, Connection] = {}
         self.by_player: dict[str, Connection] = {}
-        self._arriving: list[Connection] = []  # drained join requests, answered after the tick's commit
-        self._gone: list[Connection] = []  # closed connections, detached at the next tick
-        self.finished = trio.Event()
+        self._arriving: list[Connection] = []  # drained join requests, answered after the step's commit
+        self._gone: list[Connection] = []  # closed connections, detached at the next step
+        self._alarm_writes: list[tuple[str, Alarm | None]] = []  # runtime alarm changes not yet committed
+        self.paused = False
+        self.hibernated = False
+        self.finished = trio.Event()  # the task is over: the match ended, or the actor stopped or hibernated
+        self._wakeup = trio.Event()
         self._stop = trio.Event()
         self._stop_code = protocol.CLOSE_GOING_AWAY
         self._stop_reason = "server shutting down"
+        self._last_activity = trio.current_time()
+        self._snapshot_tick = -1
+        self._rng = random.Random()
         self._shared_view = type(game).view is _BASE_VIEW and type(game).audience is _BASE_AUDIENCE
         self.log = logging.LoggerAdapter(log, {"match": self.match_id})
+        for conn in adopted or []:  # connections kept open by the node while the match hibernated
+            self._attach(conn)
 
     # -- called by connections and the node ---------------------------------------------------
 
+    @property
+    def over(self) -> bool:
+        return self.status in FINISHED
+
     async def submit(self, item: InboxItem) -> bool:
-        """Put a message in the inbox; False if it stayed full for `inbox_wait_s` (see module doc)."""
+        """Put a message in the inbox; False if it stayed full for `inbox_wait_s` (see module doc),
+        or if the actor is gone (ended, stopped or hibernated: ask the node again)."""
         if self.finished.is_set():
             return False
         try:
             self._send.send_nowait(item)
-            return True
         except trio.WouldBlock:
-            pass
+            with trio.move_on_after(self.config.inbox_wait_s):
+                try:
+                    await self._send.send(item)
+                except trio.ClosedResourceError:
+                    return False
+                self._wakeup.set()
+                return True
+            return False
         except trio.ClosedResourceError:
             return False
-        with trio.move_on_after(self.config.inbox_wait_s):
-            try:
-                await self._send.send(item)
-            except trio.ClosedResourceError:
-                return False
-            return True
-        return False
+        self._wakeup.set()
+        return True
 
     def disconnected(self, conn: Connection) -> None:
         """A connection closed. Never blocks and never fails: it must not depend on inbox room."""
         self._gone.append(conn)
+        self._wakeup.set()
+
+    def poke(self) -> None:
+        """Look at the alarms again (the node's scheduler calls this)."""
+        self._wakeup.set()
 
     def stop(self, code: int = protocol.CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
-        """Finish the current tick, close every connection with `code`, leave memory."""
+        """Finish the current step, close every connection with `code`, leave memory."""
         self._stop_code, self._stop_reason = code, reason
         self._stop.set()
 
     def describe(self) -> dict[str, Any]:
         players = [{"player_id": p, "connected": p in self.by_player, "seated": True} for p in self.sim.seated]
         meta = attrs.evolve(self.meta, status=self.status, status_reason=self.status_reason, tick=self.sim.tick)
-        return describe_match(meta, players=players, connections=len(self.connections), live=True)
+        return describe_match(meta, players=players, connections=len(self.connections), live=True,
+                              alarms=sorted(self.alarms.values(), key=lambda a: (a.due, a.name)), paused=self.paused)
 
     # -- the task -----------------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            if self.status == CREATED:
-                now = self.wall_clock()
-                self.store.set_status(RUNNING, None, now)
-                self.status = RUNNING
-                self.meta = attrs.evolve(self.meta, status=RUNNING, started_at=now)
-            schedule = Schedule.starting(trio.current_time(), self.game.tick_rate)
+            self._on_activation()
             task_status.started()
-            while not self.finished.is_set():
-                with trio.move_on_at(schedule.deadline()):
-                    await self._stop.wait()
-                if self._stop.is_set():
-                    break
-                started = trio.current_time()
-                lateness = started - schedule.deadline()
-                await self._tick()
-                done = trio.current_time()
-                skipped = schedule.advance(done)
-                metrics = self.metrics
-                metrics.ticks.inc()
-                metrics.tick_duration.observe(done - started)
-                metrics.tick_lateness.observe(max(lateness, 0.0))
-                late = skipped + (lateness > self.config.late_threshold_s)
-                if late:
-                    metrics.late_ticks.inc(late)
+            await self._loop()
         except (sqlite3.Error, OSError) as error:
             self._fail(f"storage error: {error}")
         finally:
-            self._close_all(self._stop_code, self._stop_reason)
+            if not self.hibernated:
+                self._close_all(self._stop_code, self._stop_reason)
             self._refuse_waiting()
             self.finished.set()
             self._send.close()
             self.store.close()
 
+    def _on_activation(self) -> None:
+        now = self.wall_clock()
+        if self.meta.status == CREATED:  # a schema-1 match: running from its first activation
+            self.store.set_status(RUNNING, None, now)
+            self.meta = attrs.evolve(self.meta, status=RUNNING, started_at=now)
+        # Seated players without a connection (after a restart, say) get their reconnect grace.
+        for player in self.sim.seated:
+            if player not in self.by_player and grace_name(player) not in self.alarms:
+                self._set_alarm(grace_name(player), now + self.game.reconnect_grace_s)
+        self._check_empty(now)
+        self._flush_alarms(now)
+
+    def _ticking(self) -> bool:
+        return (self.game.tick_rate > 0 and self.sim.started and self.status == RUNNING and not self.paused)
+
+    async def _loop(self) -> None:
+        schedule: Schedule | None = None
+        while not self.over:
+            ticking = self._ticking()
+            if ticking and schedule is None:
+                schedule = Schedule.starting(trio.current_time(), self.game.tick_rate)
+            elif not ticking:
+                schedule = None
+            if schedule is not None:
+                with trio.move_on_at(schedule.deadline()):
+                    await self._stop.wait()
+            else:
+                idle_at = self._last_activity + self.config.hibernate_after_s
+                with trio.move_on_at(min(self._next_due_mono(), idle_at)):
+                    await self._wakeup.wait()
+            if self._stop.is_set():
+                return
+            self._wakeup = trio.Event()
+            now = trio.current_time()
+            if schedule is not None:
+                if now < schedule.deadline():
+                    continue
+                started = now
+                lateness = started - schedule.deadline()
+                await self._advance(ticked=True)
+                done = trio.current_time()
+                skipped = schedule.advance(done)
+                self._count_tick(done - started, lateness, skipped)
+            elif self._has_work(now):
+                await self._advance(ticked=False)
+                self._last_activity = trio.current_time()
+            elif now >= self._last_activity + self.config.hibernate_after_s and self._can_hibernate():
+                self._hibernate()
+                return
+
+    def _count_tick(self, duration: float, lateness: float, skipped: int) -> None:
+        metrics = self.metrics
+        metrics.ticks.inc()
+        metrics.tick_duration.observe(duration)
+        metrics.tick_lateness.observe(max(lateness, 0.0))
+        late = skipped + (lateness > self.config.late_threshold_s)
+        if late:
+            metrics.late_ticks.inc(late)
+
+    def _has_work(self, now: float) -> bool:
+        return bool(self._gone or self._receive.statistics().current_buffer_used or self._next_due_mono() <= now)
+
+    def _can_hibernate(self) -> bool:
+        return self.config.hibernate_after_s != math.inf and not self._arriving
+
+    # -- steps --------------------------------------------------------------------------------
+
+    async def _advance(self, *, ticked: bool) -> None:
+        """One round of work: due game alarms (each in its own step), then the step itself."""
+        now = self.wall_clock()
+        commands = self._drain()
+        runtime: list[Command] = []
+        for alarm in alarm_math.due(self.alarms.values(), now):
+            if not is_runtime(alarm.name):
+                if not await self._fire_game_alarm(alarm, now) or self.over:
+                    return
+            elif alarm.name.startswith(alarm_math.GRACE_PREFIX):
+                self._set_alarm(alarm.name, None)
+                player = alarm.name[len(alarm_math.GRACE_PREFIX):]
+                if player not in self.by_player:
+                    runtime.append(Command(LEAVE, player))
+            elif alarm.name == EMPTY and self.game.when_empty == EMPTY_PAUSE:
+                self._set_alarm(EMPTY, None)
+                self.paused = True
+                self.log.info("nobody connected for %ss: paused", self.game.empty_timeout_s)
+            elif alarm.name == RETENTION:
+                self._set_alarm(RETENTION, None)  # the node deletes finished matches; not ours to do here
+            else:  # LOBBY, END, EMPTY (end)
+                self._set_alarm(alarm.name, None)
+                runtime.append(Command(TIMER, "", 0, {"name": alarm.name}))
+        turn_based = self.game.tick_rate == 0
+        if commands or runtime or self._arriving or ticked:
+            # A turn-based game's tick runs in every step that has commands: that is where moves apply.
+            await self._step(runtime + commands, ticked=ticked or (turn_based and bool(commands or runtime)), now=now)
+        self._after_connections(now)
+
+    async def _fire_game_alarm(self, alarm: Alarm, now: float) -> bool:
+        """Run one game alarm in a step of its own; False if the match crashed or ended."""
+        checkpoint = self.sim.checkpoint()
+        command = Command(TIMER, "", 0, {"name": alarm.name, "retry": alarm.retries})
+        try:
+            step = self.sim.step([command], now=now, ticked=False)
+        except GameCrashed as crash:
+            self.sim.rollback(checkpoint)
+            error = f"{type(crash.error).__name__}: {crash.error}"
+            updated = alarm_math.failed_attempt(alarm, now, error, self.config.alarm_max_retries, self._rng.random())
+            self.log.warning("alarm %r raised (attempt %d): %s", alarm.name, updated.retries, error)
+            if updated.failed:
+                self.log.error("alarm %r failed for good after %d attempts", alarm.name, updated.retries)
+                self.metrics.alarms_failed.inc()
+            else:
+                self.metrics.alarm_retries.inc()
+            self._set_alarm(alarm.name, updated)
+            self._flush_alarms(now)
+            return True
+        if not step.applied:
+            self._set_alarm(alarm.name, None)  # the game had deleted it: a stale entry
+            return True
+        self.metrics.alarms_fired.inc()
+        self.metrics.alarm_lateness.observe(max(now - alarm.due, 0.0))
+        await self._finish_step(step, [])
+        return not self.over
+
+    async def _step(self, commands: list[Command], *, ticked: bool, now: float) -> None:
+        sim = self.sim
+        try:
+            step = sim.step(commands, now=now, ticked=ticked)
+        except GameCrashed as crash:
+            await self._crashed(crash)
+            return
+        await self._finish_step(step, self._take_arriving())
+
+    async def _finish_step(self, step: Step, arriving: list[Connection]) -> None:
+        """Commit a completed step, then send what it produced (the output gate)."""
+        sim = self.sim
+        try:
+            record = step_record(sim, step, self.meta.snapshot_every)
+            canonical.encode([record.events, record.kv_writes])  # game data must be JSON: caught before commit
+        except (TypeError, ValueError) as error:
+            await self._crashed(GameCrashed(step.tick, step.applied, error))
+            return
+        now = step.at
+        for name, alarm in record.alarm_writes:  # the game's own alarm and timers
+            self._set_alarm(name, alarm)
+        if step.started:
+            self._set_alarm(LOBBY, None)
+            self.status = RUNNING
+            self.meta = attrs.evolve(self.meta, status=RUNNING, started_at=now)
+            duration = self.game.duration(sim.params)
+            if duration is not None:
+                self._set_alarm(END, now + duration)
+        if record.status is not None:
+            for name in list(self.alarms):
+                self._set_alarm(name, None)
+            if self.config.retention_days > 0:
+                self._set_alarm(RETENTION, now + self.config.retention_days * 86400.0)
+        record = attrs.evolve(record, alarm_writes=self._alarm_writes,
+                              next_alarm_at=alarm_math.earliest(self.alarms.values()))
+        self._alarm_writes = []
+        await self._commit(record)
+        self._report_alarm()
+        if record.snapshot is not None:
+            self._snapshot_tick = record.tick
+        self.metrics.inputs.inc(sum(1 for c in step.applied if c.kind == INPUT))
+        # Output gate: everything below reflects committed writes only.
+        self._send_step(step, record.events, arriving)
+        if record.status is not None:
+            self.status, self.status_reason = record.status, record.status_reason
+            self.meta = attrs.evolve(self.meta, status=record.status, ended_at=now, result=record.result)
+            self.metrics.matches_finished.labels(record.status).inc()
+            self.log.info("match %s at tick %d: %s", record.status, step.tick, record.result)
+            self._stop_code, self._stop_reason = protocol.CLOSE_NORMAL, f"match {record.status}"
+
+    async def _commit(self, record: StepRecord) -> None:
+        started = trio.current_time()
+        if self.config.synchronous == "FULL":
+            await trio.to_thread.run_sync(self.store.commit_step, record, self.wall_clock())
+        else:
+            self.store.commit_step(record, self.wall_clock())
+        self.metrics.commit.observe(trio.current_time() - started)
+
     def _drain(self) -> list[Command]:
-        """This tick's commands, in arrival order; join requests go to `_arriving`."""
+        """This step's commands, in arrival order; join requests go to `_arriving`."""
         commands: list[Command] = []
         while True:
             try:
@@ -186,7 +395,8 @@ class Actor:
             elif self.connections.get(conn.id) is conn:  # LeaveRequest
                 if conn.role == PLAYER:
                     commands.append(Command(LEAVE, conn.player))
-                self._detach(conn)
+                    self._set_alarm(grace_name(conn.player), None)
+                self._detach(conn, left=True)
         # Closed connections go last, so the inputs they sent before closing still count.
         gone, self._gone = self._gone, []
         for conn in gone:
@@ -196,40 +406,69 @@ class Actor:
                 conn.refuse(protocol.CLOSE_NORMAL, "closed")
         return commands
 
-    async def _tick(self) -> None:
-        commands = self._drain()
-        sim = self.sim
-        try:
-            step = sim.step(commands)
-        except GameCrashed as crash:
-            await self._crashed(crash)
-            return
-        try:
-            record = step_record(sim, step, self.meta.snapshot_every)
-            canonical.encode([record.events, record.kv_writes])  # game data must be JSON: caught before commit
-        except (TypeError, ValueError) as error:
-            await self._crashed(GameCrashed(step.tick, step.applied, error))
-            return
-        await self._commit(record)
-        status, result, events = record.status, record.result, record.events
-        self.metrics.inputs.inc(sum(1 for c in step.applied if c.kind == INPUT))
-        # Output gate: everything below reflects committed writes only.
+    def _take_arriving(self) -> list[Connection]:
         arriving, self._arriving = self._arriving, []
-        self._send_step(step, events, arriving)
-        if status is not None:
-            self.status = status
-            self.metrics.matches_finished.labels(status).inc()
-            self.log.info("match ended at tick %d: %s", step.tick, result)
-            self._stop_code, self._stop_reason = protocol.CLOSE_NORMAL, "match ended"
-            self.finished.set()
+        return arriving
 
-    async def _commit(self, record: StepRecord) -> None:
-        started = trio.current_time()
-        if self.config.synchronous == "FULL":
-            await trio.to_thread.run_sync(self.store.commit_step, record, self.wall_clock())
+    # -- alarms -------------------------------------------------------------------------------
+
+    def _set_alarm(self, name: str, alarm: Alarm | float | None) -> None:
+        """Set (a due time or an Alarm) or delete an alarm; committed with the next step or flush."""
+        if isinstance(alarm, (int, float)):
+            alarm = Alarm(name, float(alarm))
+        if alarm is None and name not in self.alarms:
+            return
+        if alarm is None:
+            del self.alarms[name]
         else:
-            self.store.commit_step(record, self.wall_clock())
-        self.metrics.commit.observe(trio.current_time() - started)
+            self.alarms[name] = alarm
+        self._alarm_writes.append((name, alarm))
+
+    def _flush_alarms(self, now: float) -> None:
+        """Commit alarm changes that no step carried (a drop, a reconnect, a failed attempt)."""
+        if self._alarm_writes and not self.over:
+            self.store.write_alarms(self._alarm_writes, alarm_math.earliest(self.alarms.values()), now=now)
+            self._alarm_writes = []
+            self._report_alarm()
+
+    def _report_alarm(self) -> None:
+        self._schedule_alarm(self.match_id, alarm_math.earliest(self.alarms.values()))
+
+    def _next_due_mono(self) -> float:
+        due = alarm_math.earliest(self.alarms.values())
+        if due is None:
+            return math.inf
+        return trio.current_time() + (due - self.wall_clock())
+
+    def _after_connections(self, now: float) -> None:
+        if not self.over:
+            self._check_empty(now)
+            self._flush_alarms(now)
+
+    def _check_empty(self, now: float) -> None:
+        """A running match with no player connected gets its empty alarm; a connection cancels it."""
+        timeout = self.game.empty_timeout_s
+        if self.by_player:
+            self._set_alarm(EMPTY, None)
+            if self.paused:
+                self.paused = False
+                self.log.info("a player is back: resumed")
+        elif self.status == RUNNING and timeout is not None and not self.paused and EMPTY not in self.alarms:
+            self._set_alarm(EMPTY, now + timeout)
+
+    # -- hibernation --------------------------------------------------------------------------
+
+    def _hibernate(self) -> None:
+        """Leave memory: snapshot (so waking needs no re-simulation), hand connections to the node."""
+        if self._snapshot_tick != self.sim.tick:
+            self.store.write_snapshot(snapshot_of(self.sim))
+        self.hibernated = True
+        self.metrics.hibernations.inc()
+        self.log.debug("hibernating at tick %d with %d connections", self.sim.tick, len(self.connections))
+
+    def adopted_connections(self) -> list[Connection]:
+        """The open connections a hibernated actor leaves to its node."""
+        return list(self.connections.values())
 
     # -- output -------------------------------------------------------------------------------
 
@@ -296,7 +535,7 @@ class Actor:
         sim = self.sim
         return {"t": "welcome", "match": self.match_id, "player": conn.player, "role": conn.role,
                 "game": self.game.name, "tick_rate": self.game.tick_rate, "tick": sim.tick,
-                "last_seq": sim.last_seq.get(conn.player, 0), "acks": dict(sim.last_seq),
+                "status": self.status, "last_seq": sim.last_seq.get(conn.player, 0), "acks": dict(sim.last_seq),
                 "state": self._view(self._audience(conn))}
 
     # -- connections --------------------------------------------------------------------------
@@ -308,21 +547,26 @@ class Actor:
                 previous.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
                 self.connections.pop(previous.id, None)
             self.by_player[conn.player] = conn
+            self._set_alarm(grace_name(conn.player), None)
         self.connections[conn.id] = conn
 
-    def _detach(self, conn: Connection) -> None:
+    def _detach(self, conn: Connection, left: bool = False) -> None:
         self.connections.pop(conn.id, None)
         if self.by_player.get(conn.player) is conn:
             del self.by_player[conn.player]
+            if not left and conn.player in self.sim.seated and not self.over:
+                self._set_alarm(grace_name(conn.player), self.wall_clock() + self.game.reconnect_grace_s)
 
     def _close_all(self, code: int, reason: str) -> None:
         for conn in list(self.connections.values()):
             conn.close(code, reason)
-            self._detach(conn)
+            self.connections.pop(conn.id, None)
+        self.by_player.clear()
 
     def _refuse_waiting(self) -> None:
-        """Answer every connection still waiting to join: the match is gone."""
-        code = protocol.CLOSE_MATCH_OVER if self.status in (ENDED, CRASHED, FAILED) else self._stop_code
+        """Answer every connection still waiting to join: the match is gone (or hibernating: the
+        endpoint asks the node again)."""
+        code = protocol.CLOSE_MATCH_OVER if self.over else self._stop_code
         for conn in self._arriving:
             if not conn.admitted.is_set():
                 conn.refuse(code, f"match is {self.status}")
@@ -340,19 +584,25 @@ class Actor:
     async def _crashed(self, crash: GameCrashed) -> None:
         reason = f"{type(crash.error).__name__}: {crash.error}"[:500]
         self.log.error("game code crashed at tick %d", crash.tick, exc_info=crash.error)
-        record = StepRecord(crash.tick, crash.applied, None,
-                            [("end", {"status": CRASHED, "reason": "game code raised an exception"})],
-                            status=CRASHED, status_reason=reason)
+        now = self.wall_clock()
+        for name in list(self.alarms):
+            self._set_alarm(name, None)
+        if self.config.retention_days > 0:
+            self._set_alarm(RETENTION, now + self.config.retention_days * 86400.0)
+        # Clients learn that game code failed, not the exception text (it is in the match file and the log).
+        public = {"status": CRASHED, "reason": "game code raised an exception"}
+        record = StepRecord(crash.tick, crash.applied, None, [("end", public)], status=CRASHED, status_reason=reason,
+                            at=now, alarm_writes=self._alarm_writes,
+                            next_alarm_at=alarm_math.earliest(self.alarms.values()))
+        self._alarm_writes = []
         await self._commit(record)
+        self._report_alarm()
         self.status, self.status_reason = CRASHED, reason
         self.metrics.matches_finished.labels(CRASHED).inc()
-        # Clients learn that game code failed, not the exception text (it is in the match file and the log).
-        frame = {"t": "event", "tick": crash.tick, "kind": "end",
-                 "data": {"status": CRASHED, "reason": "game code raised an exception"}}
+        frame = {"t": "event", "tick": crash.tick, "kind": "end", "data": public}
         for conn in self.connections.values():
             conn.send(protocol.encode_server(frame, conn.fmt))
         self._stop_code, self._stop_reason = protocol.CLOSE_MATCH_CRASHED, "match crashed"
-        self.finished.set()
 
     def _fail(self, reason: str) -> None:
         self.log.error("match failed: %s", reason)
@@ -363,3 +613,6 @@ class Actor:
         except (sqlite3.Error, OSError):
             self.log.exception("could not record the failure in the match file")
         self._stop_code, self._stop_reason = protocol.CLOSE_INTERNAL, "match failed: storage error"
+
+
+__all__ = ["Actor", "JoinRequest", "InputMessage", "LeaveRequest", "describe_match", "ALARM", "LOBBY_STATUS"]

@@ -22,3 +22,6 @@ class NodeConfig:
     events_on_resume: int = 1000  # events replayed to a client that resumes
     limits: Limits = Limits()
     token_ttl_s: float = 3600.0
+    hibernate_after_s: float = 10.0  # a match not ticking and idle this long leaves memory (inf: never)
+    alarm_max_retries: int = 6  # a game alarm whose handler raised this many times more is recorded as failed
+    retention_days: float = 0.0  # delete a finished match's file this long after it ended (0: keep)

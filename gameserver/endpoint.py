@@ -16,7 +16,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from . import protocol, tokens
-from .actor import Actor, InputMessage, JoinRequest, LeaveRequest
+from .actor import InputMessage, JoinRequest, LeaveRequest
 from .connection import Connection
 from .node import MatchNotFound, MatchOver, MatchUnavailable, Node, NodeClosing
 from .session import Authenticate, Close, LeaveMatch, Send, Session, Submit
@@ -100,18 +100,16 @@ class Endpoint:
             return
         if joined is None:
             return
-        actor, conn = joined
-        session.admitted(conn.role)
+        session.admitted(joined.role)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write, ws, conn)
+            nursery.start_soon(self._write, ws, joined)
             try:
-                await self._read(ws, session, actor, conn)
+                await self._read(ws, session, joined)
             finally:
-                actor.disconnected(conn)
+                self.node.disconnected(match_id, joined)
                 nursery.cancel_scope.cancel()
 
-    async def _join(self, ws: WebSocketConnection, session: Session, match_id: str,
-                    fmt: str) -> tuple[Actor, Connection] | None:
+    async def _join(self, ws: WebSocketConnection, session: Session, match_id: str, fmt: str) -> Connection | None:
         """Wait for auth (bounded), check the token, join the match. None: already closed."""
         with trio.move_on_after(self.config.limits.auth_timeout_s) as timer:
             auth = None
@@ -139,8 +137,11 @@ class Endpoint:
         if grant.match_id != match_id:
             await close(ws, protocol.CLOSE_AUTH_FAILED, "the token is for another match")
             return None
+        conn = Connection(match_id=match_id, player=grant.player, role=grant.role, fmt=fmt,
+                          resume_tick=auth.resume_tick, max_frames=self.config.outbox_frames)
+        conn.on_slow = self.node.metrics.slow_consumers.inc
         try:
-            actor = await self.node.actor(match_id)
+            accepted = await self.node.submit(match_id, JoinRequest(conn))
         except MatchNotFound as error:
             await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
             return None
@@ -153,25 +154,22 @@ class Endpoint:
         except MatchUnavailable as error:
             await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
             return None
-        conn = Connection(match_id=match_id, player=grant.player, role=grant.role, fmt=fmt,
-                          resume_tick=auth.resume_tick, max_frames=self.config.outbox_frames)
-        conn.on_slow = self.node.metrics.slow_consumers.inc
-        if not await actor.submit(JoinRequest(conn)):
+        if not accepted:
             await close(ws, protocol.CLOSE_TRY_AGAIN, "the match is busy or over; try again")
             return None
         with trio.move_on_after(self.config.inbox_wait_s + 30) as waited:
             await conn.admitted.wait()  # the actor answers every join request; this bound is a safety net
         if waited.cancelled_caught:
-            actor.disconnected(conn)
+            self.node.disconnected(match_id, conn)
             await close(ws, protocol.CLOSE_TRY_AGAIN, "the match did not answer; try again")
             return None
         if conn.admission_error is not None:
             code, reason = conn.admission_error
             await close(ws, code, reason)
             return None
-        return actor, conn
+        return conn
 
-    async def _read(self, ws: WebSocketConnection, session: Session, actor: Actor, conn: Connection) -> None:
+    async def _read(self, ws: WebSocketConnection, session: Session, conn: Connection) -> None:
         while True:
             try:
                 frame = await ws.get_message()
@@ -179,15 +177,26 @@ class Endpoint:
                 return
             for action in session.receive(frame, trio.current_time()):
                 if isinstance(action, Submit):
-                    if not await actor.submit(InputMessage(conn, action.input)):
+                    if not await self._deliver(conn, InputMessage(conn, action.input)):
                         conn.close(protocol.CLOSE_TRY_AGAIN, "the match's inbox stayed full; resend after reconnecting")
                 elif isinstance(action, Send):
                     conn.send(protocol.encode_server(action.frame, conn.fmt))
                 elif isinstance(action, LeaveMatch):
-                    if not await actor.submit(LeaveRequest(conn)):
+                    if not await self._deliver(conn, LeaveRequest(conn)):
                         conn.close(protocol.CLOSE_TRY_AGAIN, "the match's inbox stayed full; leave again")
                 elif isinstance(action, Close):
                     conn.close(action.code, action.reason)
+
+    async def _deliver(self, conn: Connection, item: InputMessage | LeaveRequest) -> bool:
+        try:
+            return await self.node.submit(conn.match_id, item)
+        except NodeClosing:
+            conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
+        except MatchOver:
+            conn.close(protocol.CLOSE_MATCH_OVER, "the match is over")
+        except (MatchNotFound, MatchUnavailable) as error:
+            conn.close(protocol.CLOSE_MATCH_NOT_FOUND, str(error))
+        return True  # answered by the close
 
     async def _write(self, ws: WebSocketConnection, conn: Connection) -> None:
         timeout = self.config.send_timeout_s

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
 
+from .alarms import ALARM, check_due, check_game_name
 from .canonical import encode
 
 S = TypeVar("S")
@@ -25,7 +26,7 @@ MIN_TICK_RATE = 1
 MAX_TICK_RATE = 120
 KV_KEY_MAX = 256
 KV_VALUE_MAX = 64 * 1024
-RESERVED_EVENTS = ("join", "leave", "end")
+RESERVED_EVENTS = ("join", "leave", "start", "end")
 
 
 @attrs.frozen
@@ -94,18 +95,63 @@ class KeyValue:
 
 
 class Context:
-    """What a hook may know and do besides the state. Built by the runtime for each step."""
+    """What a hook may know and do besides the state. Built by the runtime for each step.
 
-    __slots__ = ("tick", "match_id", "params", "kv", "events", "_seed", "_random")
+    `now` is the step's time in seconds since the epoch: recorded with the step, so a replay sees
+    the same value. It is the only time game code gets; use it to set alarms and timers.
+    """
 
-    def __init__(self, *, tick: int, match_id: str, seed: int, params: Any, kv: KeyValue):
+    __slots__ = ("tick", "match_id", "params", "kv", "events", "now", "retry", "timers", "timer_writes",
+                 "_seed", "_random")
+
+    def __init__(self, *, tick: int, match_id: str, seed: int, params: Any, kv: KeyValue, now: float = 0.0,
+                 timers: dict[str, float] | None = None):
         self.tick = tick
         self.match_id = match_id
         self.params = params
         self.kv = kv
+        self.now = now
+        self.retry = 0  # in on_alarm / on_timer: how many earlier attempts of this firing failed
         self.events: list[tuple[str, Any]] = []
+        self.timers = timers if timers is not None else {}
+        self.timer_writes: list[tuple[str, float | None]] = []
         self._seed = seed
         self._random: random.Random | None = None
+
+    # -- the primary alarm (Durable Objects' setAlarm / getAlarm / deleteAlarm) ---------------
+
+    @property
+    def alarm(self) -> float | None:
+        """When the primary alarm is due, or None."""
+        return self.timers.get(ALARM)
+
+    def set_alarm(self, at: float) -> None:
+        """Set (or move) the primary alarm to `at` (e.g. `ctx.now + 30`); `on_alarm` runs then.
+        A time in the past fires at once."""
+        self._write(ALARM, check_due(at))
+
+    def delete_alarm(self) -> None:
+        self._write(ALARM, None)
+
+    # -- named timers ---------------------------------------------------------------------------
+
+    def timer(self, name: str) -> float | None:
+        return self.timers.get(name)
+
+    def set_timer(self, name: str, at: float) -> None:
+        """Set (or move) the timer `name` to `at`; `on_timer(state, name, ctx)` runs then."""
+        self._write(check_game_name(name), check_due(at))
+
+    def cancel_timer(self, name: str) -> None:
+        self._write(check_game_name(name), None)
+
+    def _write(self, name: str, at: float | None) -> None:
+        if at is None:
+            if self.timers.pop(name, None) is None:
+                return
+        else:
+            self.timers[name] = at
+        self.timer_writes.append((name, at))
 
     @property
     def random(self) -> random.Random:
@@ -128,14 +174,23 @@ class NoParams:
     """Parameters of a game that takes none."""
 
 
+EMPTY_END = "end"
+EMPTY_PAUSE = "pause"
+
+
 class Game(Generic[S, I, P]):
     """Base class of a game. Subclass it, set the class attributes, override the hooks."""
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
-    tick_rate: ClassVar[int] = 20
+    tick_rate: ClassVar[int] = 20  # 1 to 120 ticks a second; 0: turn-based, a step per event
     min_players: ClassVar[int] = 1
     max_players: ClassVar[int] = 8
+    # Lifecycle policy (seconds). None: no lobby (the match starts when created) / never.
+    lobby_timeout_s: ClassVar[float | None] = None
+    reconnect_grace_s: ClassVar[float] = 30.0  # a dropped player keeps their seat this long
+    empty_timeout_s: ClassVar[float | None] = 300.0  # nobody connected this long: end, or pause
+    when_empty: ClassVar[str] = EMPTY_END  # EMPTY_END or EMPTY_PAUSE
     state_type: ClassVar[type]
     input_type: ClassVar[type]
     params_type: ClassVar[type] = NoParams
@@ -143,6 +198,35 @@ class Game(Generic[S, I, P]):
     def init(self, params: P, ctx: Context) -> S:
         """The state of a new match."""
         raise NotImplementedError
+
+    def lobby_timeout(self, params: P) -> float | None:
+        """How long the lobby waits for a full match (default `lobby_timeout_s`). At the timeout
+        the match starts if `min_players` are seated, else it is cancelled."""
+        return self.lobby_timeout_s
+
+    def duration(self, params: P) -> float | None:
+        """The match length in seconds from its start (None: no limit); then `time_up` runs."""
+        return None
+
+    def start(self, state: S, ctx: Context) -> S | None:
+        """The lobby is over: the match starts (ticks run from now on)."""
+        return None
+
+    def time_up(self, state: S, ctx: Context) -> Result:
+        """The match length is over: the result."""
+        return Result(reason="time")
+
+    def abandoned(self, state: S, ctx: Context) -> Result:
+        """Nobody was connected for `empty_timeout_s` (with `when_empty = "end"`): the result."""
+        return Result(reason="abandoned")
+
+    def on_alarm(self, state: S, ctx: Context) -> S | None:
+        """The primary alarm is due. If it raises, it is retried (`ctx.retry` counts the failures)."""
+        return None
+
+    def on_timer(self, state: S, name: str, ctx: Context) -> S | None:
+        """The timer `name` is due. Retried like `on_alarm` if it raises."""
+        return None
 
     def join_attempt(self, state: S, player: str, ctx: Context) -> Accept | Refuse:
         """May `player` take a seat? Called only when the match has a free seat."""
@@ -178,8 +262,10 @@ def check_game_class(game: type[Game]) -> None:
     for attribute in ("name", "state_type", "input_type"):
         if not hasattr(game, attribute):
             raise TypeError(f"{game.__name__} must set {attribute}")
-    if not MIN_TICK_RATE <= game.tick_rate <= MAX_TICK_RATE:
-        raise TypeError(f"{game.__name__}.tick_rate must be {MIN_TICK_RATE} to {MAX_TICK_RATE}")
+    if game.tick_rate != 0 and not MIN_TICK_RATE <= game.tick_rate <= MAX_TICK_RATE:
+        raise TypeError(f"{game.__name__}.tick_rate must be 0 (turn-based) or {MIN_TICK_RATE} to {MAX_TICK_RATE}")
+    if game.when_empty not in (EMPTY_END, EMPTY_PAUSE):
+        raise TypeError(f"{game.__name__}.when_empty must be {EMPTY_END!r} or {EMPTY_PAUSE!r}")
     if not 1 <= game.min_players <= game.max_players:
         raise TypeError(f"{game.__name__} needs 1 <= min_players <= max_players")
     for cls in (game.state_type, game.input_type, game.params_type):

@@ -31,5 +31,15 @@ class Metrics:
                                         "failed", ["status"], registry=r)
         self.activation = Histogram("arbiter_activation_seconds", "Time to load and re-simulate a "
                                     "match on activation", registry=r)
+        self.alarms_fired = Counter("arbiter_alarms_fired", "Game alarms and timers whose handler ran", registry=r)
+        self.alarm_retries = Counter("arbiter_alarm_retries", "Game alarm handlers that raised and were rescheduled",
+                                     registry=r)
+        self.alarms_failed = Counter("arbiter_alarms_failed", "Game alarms recorded as failed after their retries",
+                                     registry=r)
+        self.alarm_lateness = Histogram("arbiter_alarm_lateness_seconds", "How long after its due time an alarm ran",
+                                        buckets=_TICK_BUCKETS, registry=r)
+        self.hibernations = Counter("arbiter_hibernations", "Matches that left memory while idle", registry=r)
+        self.hibernated = Gauge("arbiter_hibernated_matches", "Matches out of memory with connections kept open",
+                                registry=r)
         self.slow_consumers = Counter("arbiter_slow_consumer_disconnects", "Connections closed "
                                       "because they did not read", registry=r)

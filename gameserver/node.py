@@ -20,7 +20,12 @@ import attrs
 import trio
 
 from . import canonical, storage
-from .actor import Actor, describe_match
+from .actor import Actor, InboxItem, describe_match
+from .alarms import Alarm
+from .connection import Connection
+from .protocol import CLOSE_GOING_AWAY
+from .scheduler import AlarmScheduler
+from .tokens import PLAYER
 from .config import NodeConfig
 from .game import Game, check_game_class
 from .ids import InvalidId, check_match_id, match_id_from_name, new_match_id
@@ -88,8 +93,10 @@ class Node:
         self.actors: dict[str, Actor] = {}
         self.unfinished: dict[str, MatchMeta] = {}
         self.broken: dict[str, BrokenFile] = {}
+        self.hibernated: dict[str, list[Connection]] = {}  # match id -> its open connections, kept for it
         self._activating: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        self.scheduler = AlarmScheduler(wall_clock, self._alarm_due)
         self.closing = False
 
     @property
@@ -102,23 +109,94 @@ class Node:
         for meta in found:
             if meta.status not in FINISHED:
                 self.unfinished[meta.match_id] = meta
+            if meta.next_alarm_at is not None:  # alarms that came due while the node was down fire at once
+                self.scheduler.set(meta.match_id, meta.next_alarm_at)
         for path, reason in broken:
             self._report_broken(path, reason)
         log.info("data directory %s: %d unfinished matches, %d unusable files",
                  self.data_dir, len(self.unfinished), len(self.broken))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.scheduler.run)
             task_status.started(self)
             await trio.sleep_forever()
 
     async def shutdown(self) -> None:
-        """Stop every actor: each finishes its tick, closes its connections with 1001 and leaves."""
+        """Stop every actor: each finishes its step, closes its connections with 1001 and leaves;
+        the connections of hibernated matches are closed with 1001 too."""
         self.closing = True
         actors = list(self.actors.values())
         for actor in actors:
             actor.stop()
         for actor in actors:
             await actor.finished.wait()
+        for connections in self.hibernated.values():
+            for conn in connections:
+                conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        self.hibernated.clear()
+        self.metrics.hibernated.set(0)
+
+    # -- what connections call ----------------------------------------------------------------
+
+    async def submit(self, match_id: str, item: InboxItem) -> bool:
+        """Deliver a message to a match, waking it if it hibernated. False: refused (inbox full for
+        too long, or the match is over); NodeError if the match cannot be reached at all."""
+        for _ in range(3):
+            actor = await self.actor(match_id)
+            if await actor.submit(item):
+                return True
+            if actor.over or not actor.finished.is_set():
+                return False  # over, or alive with a full inbox: the sender is refused
+            # it hibernated or stopped between our lookup and the delivery: look again
+        return False
+
+    def disconnected(self, match_id: str, conn: Connection) -> None:
+        """A connection closed. Its match is told (woken if it hibernated, to start the player's
+        reconnect grace). Never blocks."""
+        actor = self.actors.get(match_id)
+        if actor is not None and not actor.finished.is_set():
+            actor.disconnected(conn)
+            return
+        held = self.hibernated.get(match_id)
+        if held is not None and conn in held:
+            held.remove(conn)
+            if self._nursery is not None and not self.closing:
+                self._nursery.start_soon(self._wake, match_id)
+
+    async def _wake(self, match_id: str) -> None:
+        try:
+            await self.actor(match_id)
+        except NodeError as error:
+            log.info("match %s not woken: %s", match_id, error)
+
+    async def _alarm_due(self, match_id: str) -> None:
+        """The scheduler says an alarm of `match_id` is due."""
+        actor = self.actors.get(match_id)
+        if actor is not None and not actor.finished.is_set():
+            actor.poke()
+            return
+        if self.closing or match_id in self._activating:
+            return
+        path = storage.match_path(self.data_dir, match_id)
+        try:
+            meta, _players = await self._read_file(path)
+        except NodeError as error:
+            log.info("alarm of %s not delivered: %s", match_id, error)
+            return
+        if meta.status in FINISHED:
+            await self._retire(match_id, path)
+        else:
+            await self._wake(match_id)
+
+    async def _retire(self, match_id: str, path: Path) -> None:
+        """A finished match's retention is over: delete its file (and SQLite's side files)."""
+        def delete() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+        await trio.to_thread.run_sync(delete)
+        self.unfinished.pop(match_id, None)
+        log.info("match %s deleted: its retention is over", match_id)
 
     # -- creating -----------------------------------------------------------------------------
 
@@ -150,6 +228,8 @@ class Node:
 
         try:
             meta = await trio.to_thread.run_sync(create)
+            if meta.next_alarm_at is not None:
+                self.scheduler.set(match_id, meta.next_alarm_at)  # the lobby timeout
         except (GameCrashed, TypeError, ValueError) as error:
             raise InvalidParams(f"{game_name} could not start a match with these parameters: {error}") from None
         except storage.MatchExists:
@@ -194,7 +274,7 @@ class Node:
             raise MatchNotFound(f"no match {match_id}")
         started = trio.current_time()
 
-        def load() -> tuple[MatchStore, MatchMeta, Simulation]:
+        def load() -> tuple[MatchStore, MatchMeta, Simulation, list[Alarm]]:
             store = MatchStore.open(path, synchronous=self.config.synchronous)
             try:
                 meta = store.meta()
@@ -203,13 +283,13 @@ class Node:
                 game = self.games.get(meta.game)
                 if game is None:
                     raise MatchUnavailable(f"this node does not have the game {meta.game!r}")
-                return store, meta, restore(store, game)
+                return store, meta, restore(store, game), store.alarms()
             except BaseException:
                 store.close()
                 raise
 
         try:
-            store, meta, sim = await trio.to_thread.run_sync(load)
+            store, meta, sim, alarms = await trio.to_thread.run_sync(load)
         except (MatchFileError, GameCrashed) as error:
             self._report_broken(path, str(error))
             self.unfinished.pop(match_id, None)
@@ -218,8 +298,12 @@ class Node:
         if meta.game_version != self.games[meta.game].version:
             log.warning("match %s was created with %s %s; this node runs %s", match_id, meta.game,
                         meta.game_version, self.games[meta.game].version)
+        adopted = self.hibernated.pop(match_id, [])
+        if adopted or match_id in self.hibernated:
+            self.metrics.hibernated.set(len(self.hibernated))
         actor = Actor(game=self.games[meta.game], store=store, sim=sim, meta=meta, config=self.config,
-                      metrics=self.metrics, wall_clock=self.wall_clock)
+                      metrics=self.metrics, wall_clock=self.wall_clock, alarms=alarms, adopted=adopted,
+                      schedule_alarm=self.scheduler.set)
         assert self._nursery is not None, "Node.run must be running"
         await self._nursery.start(self._run_actor, actor)
         return actor
@@ -235,6 +319,9 @@ class Node:
             self.metrics.live_matches.dec()
             if actor.status in FINISHED:
                 self.unfinished.pop(actor.match_id, None)
+            if actor.hibernated:
+                self.hibernated[actor.match_id] = actor.adopted_connections()
+                self.metrics.hibernated.set(len(self.hibernated))
 
     def _report_broken(self, path: Path, reason: str) -> None:
         log.error("unusable match file, left untouched: %s", reason)
@@ -255,15 +342,21 @@ class Node:
         if not path.exists():
             raise MatchNotFound(f"no match {match_id}")
 
-        meta, players = await self._read_file(path)
-        return describe_match(meta, players=players, connections=0, live=False)
+        meta, players, alarms = await self._read_file(path, with_alarms=True)
+        held = {conn.player for conn in self.hibernated.get(match_id, []) if conn.role == PLAYER}
+        for player in players:
+            player["connected"] = player["player_id"] in held
+        return describe_match(meta, players=players, connections=len(self.hibernated.get(match_id, [])), live=False,
+                              alarms=alarms)
 
-    async def _read_file(self, path: Path) -> tuple[MatchMeta, list[dict[str, Any]]]:
-        def read() -> tuple[MatchMeta, list[dict[str, Any]]]:
+    async def _read_file(self, path: Path, with_alarms: bool = False) -> Any:
+        def read() -> Any:
             store = MatchStore.open(path, read_only=True, check=False)
             try:
                 players = [{"player_id": p, "connected": False, "seated": left is None}
                            for p, _joined, left in store.players()]
+                if with_alarms:
+                    return store.meta(), players, store.alarms()
                 return store.meta(), players
             finally:
                 store.close()

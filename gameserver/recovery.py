@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .records import Snapshot, snapshot_of
-from .storage import CREATED, CorruptFile, MatchFileError, MatchMeta, MatchStore
+from .alarms import LOBBY, Alarm, earliest
+from .storage import LOBBY as LOBBY_STATUS, RUNNING, CorruptFile, MatchFileError, MatchMeta, MatchStore
 
 
 class Diverged(MatchFileError):
@@ -38,12 +39,16 @@ def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, see
     `params` is already structured. Raises `GameCrashed` if `init` raises, `MatchExists` if the
     file is there already.
     """
-    sim = Simulation.new(game, match_id=match_id, seed=seed, params=params)
+    sim = Simulation.new(game, match_id=match_id, seed=seed, params=params, now=now)
+    lobby = game.lobby_timeout(params)
+    alarms = [] if sim.started else [Alarm(LOBBY, now + max(float(lobby), 0.0))]
+    alarms += [Alarm(name, due) for name, due in sim.timers.items()]  # set by init
     meta = MatchMeta(match_id=match_id, game=game.name, game_version=game.version,
                      params=canonical.converter.unstructure(params), seed=seed, tick_rate=game.tick_rate,
-                     snapshot_every=snapshot_every, status=CREATED, status_reason=None, tick=0, created_at=now,
-                     updated_at=now, started_at=None, ended_at=None, result=None)
-    MatchStore.create(path, meta, snapshot_of(sim), kv=sim.kv, synchronous=synchronous).close()
+                     snapshot_every=snapshot_every, status=RUNNING if sim.started else LOBBY_STATUS, status_reason=None,
+                     tick=0, created_at=now, updated_at=now, started_at=now if sim.started else None, ended_at=None,
+                     result=None, next_alarm_at=earliest(alarms))
+    MatchStore.create(path, meta, snapshot_of(sim), kv=sim.kv, alarms=alarms, synchronous=synchronous).close()
     return meta, sim
 
 
@@ -57,7 +62,7 @@ def simulation_at_snapshot(store: MatchStore, game: Game, meta: MatchMeta, snaps
                           f"{game.name} {game.version}: {canonical.describe_error(error)}") from error
     sim = Simulation(game, match_id=meta.match_id, seed=meta.seed, params=params, state=state,
                      tick=snapshot.tick, seated=snapshot.seated, last_seq=snapshot.last_seq,
-                     kv=store.kv_at(snapshot.tick))
+                     kv=store.kv_at(snapshot.tick), started=snapshot.started, timers=snapshot.timers)
     if sim.checksum() != snapshot.checksum:
         raise Diverged(store.path, snapshot.tick, snapshot.checksum, sim.checksum())
     return sim
@@ -69,7 +74,7 @@ def restore(store: MatchStore, game: Game, until: int | None = None) -> Simulati
     last = meta.tick if until is None else min(until, meta.tick)
     snapshot = store.latest_snapshot(at_or_before=last)
     sim = simulation_at_snapshot(store, game, meta, snapshot)
-    expected = store.checksums_after(snapshot.tick, last)
+    steps = store.steps_after(snapshot.tick, last)
     commands = store.commands_after(snapshot.tick, last)
     pending = next(commands, None)
     while sim.tick < last:
@@ -77,14 +82,14 @@ def restore(store: MatchStore, game: Game, until: int | None = None) -> Simulati
         if pending is not None and pending[0] == sim.tick + 1:
             batch = pending[1]
             pending = next(commands, None)
-        step = sim.step(batch)
-        if step.tick % meta.snapshot_every == 0 or step.result is not None:
+        stored, at, ticked = steps.get(sim.tick + 1, (None, 0.0, True))
+        step = sim.step(batch, now=at, ticked=ticked)
+        if step.tick % meta.snapshot_every == 0 or step.status is not None:
             sim.normalize()  # as the live match did when it took a snapshot here
         if step.rejected:
             rejection = step.rejected[0]
-            raise Diverged(store.path, step.tick, expected.get(step.tick, 0), sim.checksum()) from ValueError(
+            raise Diverged(store.path, step.tick, stored or 0, sim.checksum()) from ValueError(
                 f"a logged command was rejected on replay: {rejection.code} {rejection.message}")
-        stored = expected.get(step.tick)
         if stored is not None and stored != sim.checksum():
             raise Diverged(store.path, step.tick, stored, sim.checksum())
     return sim

@@ -8,18 +8,24 @@ and send. It never imports trio or sqlite3 and never reads the clock.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 import attrs
 
 from . import canonical
+from .alarms import ALARM, EMPTY, END, LOBBY
 from .game import Context, Game, KeyValue, PlayerInput, Refuse, Result
 
 JOIN = "join"
 LEAVE = "leave"
 INPUT = "input"
-KINDS = (JOIN, LEAVE, INPUT)
+TIMER = "timer"  # an alarm or timer that came due: data is {"name": ..., "retry": n}
+KINDS = (JOIN, LEAVE, INPUT, TIMER)
+
+ENDED = "ended"
+CANCELLED = "cancelled"
 
 
 @attrs.frozen
@@ -43,7 +49,7 @@ class Rejection:
 
 @attrs.frozen
 class Step:
-    """What one tick did: the commands to log, the refusals to answer, events, kv writes."""
+    """What one step did: the commands to log, the refusals to answer, events, kv and timer writes."""
 
     tick: int
     applied: list[Command]
@@ -51,6 +57,11 @@ class Step:
     events: list[tuple[str, Any]]
     kv_writes: list[tuple[str, Any]]
     result: Result | None
+    status: str | None = None  # ENDED or CANCELLED when the step ended the match
+    started: bool = False  # the match left its lobby in this step
+    timer_writes: list[tuple[str, float | None]] = attrs.field(factory=list)
+    at: float = 0.0
+    ticked: bool = True
 
 
 class GameCrashed(Exception):
@@ -78,6 +89,8 @@ class Simulation:
         seated: list[str] | None = None,
         last_seq: dict[str, int] | None = None,
         kv: dict[str, Any] | None = None,
+        started: bool = True,
+        timers: dict[str, float] | None = None,
     ):
         self.game = game
         self.match_id = match_id
@@ -88,22 +101,26 @@ class Simulation:
         self.seated: list[str] = list(seated or [])  # join order
         self.last_seq: dict[str, int] = dict(last_seq or {})  # the acknowledgements
         self.kv: dict[str, Any] = dict(kv or {})
+        self.started = started  # out of the lobby: inputs and ticks apply
+        self.timers: dict[str, float] = dict(timers or {})  # the game's alarm and named timers
         self._canonical: tuple[int, bytes] | None = None
 
     @classmethod
-    def new(cls, game: Game, *, match_id: str, seed: int, params: Any) -> Simulation:
-        """A fresh match at tick 0. Raises `GameCrashed` if the game's `init` raises."""
+    def new(cls, game: Game, *, match_id: str, seed: int, params: Any, now: float = 0.0) -> Simulation:
+        """A fresh match at tick 0: in its lobby if the game has one for these parameters.
+        Raises `GameCrashed` if the game's `init` raises."""
         sim = cls(game, match_id=match_id, seed=seed, params=params, state=None)
-        ctx = sim._context(0)
+        ctx = sim._context(0, now)
         try:
             sim.state = game.init(params, ctx)
+            sim.started = game.lobby_timeout(params) is None
         except Exception as error:
             raise GameCrashed(0, [], error) from error
         return sim
 
-    def _context(self, tick: int) -> Context:
+    def _context(self, tick: int, now: float) -> Context:
         return Context(tick=tick, match_id=self.match_id, seed=self.seed, params=self.params,
-                       kv=KeyValue(self.kv))
+                       kv=KeyValue(self.kv), now=now, timers=self.timers)
 
     def canonical(self) -> bytes:
         """The canonical encoding of the current state (cached per tick)."""
@@ -113,6 +130,15 @@ class Simulation:
 
     def checksum(self) -> int:
         return canonical.checksum(self.canonical())
+
+    def checkpoint(self) -> tuple:
+        """Everything a step may change, to put back with `rollback` if the step must not count."""
+        return (copy.deepcopy(self.state), self.tick, list(self.seated), dict(self.last_seq),
+                copy.deepcopy(self.kv), self.started, dict(self.timers))
+
+    def rollback(self, checkpoint: tuple) -> None:
+        self.state, self.tick, self.seated, self.last_seq, self.kv, self.started, self.timers = checkpoint
+        self._canonical = None
 
     def normalize(self) -> None:
         """Replace the state with its snapshot round trip (encode, decode, structure).
@@ -131,15 +157,18 @@ class Simulation:
             self.state = state
             self._canonical = None
 
-    def step(self, commands: list[Command]) -> Step:
-        """Apply one tick's commands in order, then the game's tick and end condition."""
+    def step(self, commands: list[Command], *, now: float = 0.0, ticked: bool = True) -> Step:
+        """Apply one step's commands in order; then, if `ticked` and the match has started, the
+        game's tick; then its end condition. `now` is the step's recorded time (ctx.now)."""
         tick = self.tick + 1
-        ctx = self._context(tick)
+        ctx = self._context(tick, now)
         game = self.game
         applied: list[Command] = []
         rejected: list[Rejection] = []
         inputs: list[PlayerInput] = []
-        state = self.state
+        started = False
+        outcome: tuple[str, Result] | None = None
+        self.state, state = None, self.state  # a crash must not leave a half-changed state behind
         try:
             for command in commands:
                 kind, player = command.kind, command.player
@@ -164,30 +193,76 @@ class Simulation:
                     self.seated.append(player)
                     self.last_seq.setdefault(player, 0)
                     ctx.events.append((JOIN, {"player": player}))
+                    if not self.started and len(self.seated) >= game.max_players:
+                        state, started = self._start(state, ctx), True
                 elif kind == LEAVE:
                     if player not in self.seated:
                         continue
                     state = _replaced(state, game.leave(state, player, ctx))
                     self.seated.remove(player)
                     ctx.events.append((LEAVE, {"player": player}))
+                elif kind == TIMER:
+                    state, fired, outcome, began = self._fire(state, command, ctx)
+                    started = started or began
+                    if not fired:
+                        continue
                 else:
                     rejected.append(Rejection(command, "bad_command", f"unknown kind {kind!r}"))
                     continue
                 applied.append(command)
-            state = _replaced(state, game.tick(state, inputs, ctx))
-            result = game.result(state, ctx)
-            if result is not None and not isinstance(result, Result):
-                raise TypeError(f"result() must return a Result or None, not {type(result).__name__}")
+                if outcome is not None:
+                    break
+            if outcome is None and ticked and self.started:
+                state = _replaced(state, game.tick(state, inputs, ctx))
+            if outcome is None and self.started:
+                result = game.result(state, ctx)
+                if result is not None:
+                    outcome = (ENDED, _check_result(result))
         except Exception as error:
             raise GameCrashed(tick, applied, error) from error
         self.state = state
         self.tick = tick
-        return Step(tick, applied, rejected, ctx.events, ctx.kv.writes, result)
+        status, result = outcome if outcome is not None else (None, None)
+        return Step(tick, applied, rejected, ctx.events, ctx.kv.writes, result, status=status, started=started,
+                    timer_writes=ctx.timer_writes, at=now, ticked=ticked)
+
+    def _start(self, state: Any, ctx: Context) -> Any:
+        state = _replaced(state, self.game.start(state, ctx))
+        self.started = True
+        ctx.events.append(("start", {"players": list(self.seated)}))
+        return state
+
+    def _fire(self, state: Any, command: Command, ctx: Context) -> tuple[Any, bool, tuple[str, Result] | None, bool]:
+        """Run a due alarm: (state, whether it applied, the outcome if it ends the match, started)."""
+        data = command.data if isinstance(command.data, dict) else {}
+        name, retry = data.get("name"), data.get("retry", 0)
+        game = self.game
+        if name == LOBBY:
+            if self.started:
+                return state, False, None, False
+            if len(self.seated) >= game.min_players:
+                return self._start(state, ctx), True, None, True
+            reason = f"not enough players joined ({len(self.seated)} of at least {game.min_players})"
+            return state, True, (CANCELLED, Result(reason=reason)), False
+        if name == END:
+            return state, True, (ENDED, _check_result(game.time_up(state, ctx))), False
+        if name == EMPTY:
+            return state, True, (ENDED, _check_result(game.abandoned(state, ctx))), False
+        if not isinstance(name, str) or name not in self.timers:
+            return state, False, None, False  # deleted or moved since it was found due
+        del self.timers[name]  # before the handler: a timer it sets again is kept
+        ctx.timer_writes.append((name, None))
+        ctx.retry = retry if isinstance(retry, int) else 0
+        if name == ALARM:
+            return _replaced(state, game.on_alarm(state, ctx)), True, None, False
+        return _replaced(state, game.on_timer(state, name, ctx)), True, None, False
 
     def _admit_input(self, command: Command) -> Any:
         """The structured input, or the `Rejection` that says why it cannot be applied."""
         if command.player not in self.seated:
             return Rejection(command, "not_seated", "you have no seat in this match")
+        if not self.started:
+            return Rejection(command, "not_started", "the match has not started: it waits for its players")
         if command.seq <= self.last_seq.get(command.player, 0):
             return Rejection(command, "duplicate", f"seq {command.seq} was already processed")
         if not isinstance(command.data, dict):
@@ -196,6 +271,12 @@ class Simulation:
             return canonical.converter.structure(command.data, self.game.input_type)
         except Exception as error:  # any structuring failure is the sender's fault
             return Rejection(command, "invalid_input", canonical.describe_error(error))
+
+
+def _check_result(result: Any) -> Result:
+    if not isinstance(result, Result):
+        raise TypeError(f"expected a Result, got {type(result).__name__}")
+    return result
 
 
 def _replaced(state: Any, returned: Any) -> Any:

@@ -21,18 +21,22 @@ from typing import Any
 import attrs
 
 from .canonical import encode
-from .records import ENDED, Snapshot, StepRecord
+from . import alarms as alarm_math
+from .alarms import Alarm
+from .records import Snapshot, StepRecord
+from .simulation import CANCELLED, ENDED
 from .simulation import Command
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x41524231  # "ARB1": tells an Arbiter match file from any other SQLite file
 SUFFIX = ".sqlite3"
 
-CREATED = "created"
+CREATED = "created"  # schema-1 files only: a match not activated yet (treated as running)
+LOBBY = "lobby"
 RUNNING = "running"
 CRASHED = "crashed"
 FAILED = "failed"
-FINISHED = (ENDED, CRASHED, FAILED)
+FINISHED = (ENDED, CANCELLED, CRASHED, FAILED)
 
 _SCHEMA_V1 = """
 CREATE TABLE match (
@@ -91,8 +95,22 @@ CREATE TABLE kv (
 ) WITHOUT ROWID;
 """
 
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Alarms, and what replay needs to know of each step: its time and whether the game ticked."""
+    conn.execute("ALTER TABLE checksums ADD COLUMN at REAL")
+    conn.execute("ALTER TABLE checksums ADD COLUMN ticked INTEGER NOT NULL DEFAULT 1")
+    conn.execute("ALTER TABLE snapshots ADD COLUMN started INTEGER NOT NULL DEFAULT 1")
+    conn.execute("ALTER TABLE snapshots ADD COLUMN timers TEXT NOT NULL DEFAULT '{}'")
+    conn.execute("ALTER TABLE match ADD COLUMN next_alarm_at REAL")
+    conn.execute("CREATE TABLE alarms (name TEXT PRIMARY KEY, due REAL NOT NULL, retries INTEGER NOT NULL "
+                 "DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, last_error TEXT)")
+
+
 # MIGRATIONS[v] turns a version-v file into a version-(v + 1) file, inside one transaction.
-MIGRATIONS: dict[int, Any] = {}
+# New files are created at version 1 and migrated, so a new file and a migrated one are the same.
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2}
 
 
 class MatchFileError(Exception):
@@ -132,6 +150,7 @@ class MatchMeta:
     started_at: float | None
     ended_at: float | None
     result: Any
+    next_alarm_at: float | None = None
 
 
 def match_path(data_dir: Path, match_id: str) -> Path:
@@ -177,7 +196,7 @@ class MatchStore:
 
     @classmethod
     def create(cls, path: Path, meta: MatchMeta, snapshot: Snapshot, *, kv: dict[str, Any] | None = None,
-               synchronous: str = "NORMAL") -> MatchStore:
+               alarms: list[Alarm] | None = None, synchronous: str = "NORMAL") -> MatchStore:
         """Create the file for a new match (with what `init` put in the key-value store, at tick 0).
         Raises `MatchExists` rather than overwrite."""
         if path.exists():
@@ -188,7 +207,8 @@ class MatchStore:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.executescript(f"BEGIN; {_SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            conn.executescript(f"BEGIN; {_SCHEMA_V1} PRAGMA user_version = 1; COMMIT;")
+            _migrate(conn, 1)
             conn.execute("BEGIN")
             conn.execute(
                 "INSERT INTO match (only, match_id, game, game_version, params, seed, tick_rate,"
@@ -202,6 +222,8 @@ class MatchStore:
             conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (snapshot.tick, snapshot.checksum))
             conn.executemany("INSERT INTO kv (key, tick, value) VALUES (?, ?, ?)",
                              [(key, snapshot.tick, _json(value)) for key, value in (kv or {}).items()])
+            cls._write_alarms(conn, [(a.name, a) for a in alarms or []])
+            conn.execute("UPDATE match SET next_alarm_at = ?", (alarm_math.earliest(alarms or []),))
             conn.execute("COMMIT")
         finally:
             conn.close()  # checkpoints and removes the WAL: the staged file is complete alone
@@ -264,7 +286,7 @@ class MatchStore:
     def meta(self) -> MatchMeta:
         row = self.conn.execute(
             "SELECT match_id, game, game_version, params, seed, tick_rate, snapshot_every, status,"
-            " status_reason, tick, created_at, updated_at, started_at, ended_at, result FROM match"
+            " status_reason, tick, created_at, updated_at, started_at, ended_at, result, next_alarm_at FROM match"
         ).fetchone()
         if row is None:
             raise CorruptFile(f"{self.path}: the match row is missing")
@@ -274,7 +296,7 @@ class MatchStore:
         return MatchMeta(*values)
 
     def latest_snapshot(self, at_or_before: int | None = None) -> Snapshot:
-        sql = "SELECT tick, state, checksum, seated, last_seq FROM snapshots"
+        sql = "SELECT tick, state, checksum, seated, last_seq, started, timers FROM snapshots"
         args: tuple = ()
         if at_or_before is not None:
             sql += " WHERE tick <= ?"
@@ -282,7 +304,8 @@ class MatchStore:
         row = self.conn.execute(sql + " ORDER BY tick DESC LIMIT 1", args).fetchone()
         if row is None:
             raise CorruptFile(f"{self.path}: no snapshot")
-        return Snapshot(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]))
+        return Snapshot(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), bool(row[5]),
+                        json.loads(row[6]))
 
     def commands_after(self, tick: int, until: int | None = None) -> Iterator[tuple[int, list[Command]]]:
         """(tick, commands) for every tick after `tick` that has commands, in order."""
@@ -301,13 +324,18 @@ class MatchStore:
         if batch:
             yield current, batch
 
-    def checksums_after(self, tick: int, until: int | None = None) -> dict[int, int]:
-        sql = "SELECT tick, checksum FROM checksums WHERE tick > ?"
+    def steps_after(self, tick: int, until: int | None = None) -> dict[int, tuple[int, float, bool]]:
+        """tick -> (checksum, time, ticked) for every completed step after `tick`."""
+        sql = "SELECT tick, checksum, at, ticked FROM checksums WHERE tick > ?"
         args: tuple = (tick,)
         if until is not None:
             sql += " AND tick <= ?"
             args = (tick, until)
-        return dict(self.conn.execute(sql, args).fetchall())
+        return {t: (c, at if at is not None else 0.0, bool(ticked)) for t, c, at, ticked in self.conn.execute(sql, args)}
+
+    def alarms(self) -> list[Alarm]:
+        rows = self.conn.execute("SELECT name, due, retries, failed, last_error FROM alarms ORDER BY due, name")
+        return [Alarm(name, due, retries, bool(failed), error) for name, due, retries, failed, error in rows]
 
     def kv_at(self, tick: int) -> dict[str, Any]:
         """The key-value store as it was after `tick`."""
@@ -346,7 +374,8 @@ class MatchStore:
                 self._record_players(record)
             completed = record.tick if record.checksum is not None else record.tick - 1
             if record.checksum is not None:
-                conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (record.tick, record.checksum))
+                conn.execute("INSERT INTO checksums (tick, checksum, at, ticked) VALUES (?, ?, ?, ?)",
+                             (record.tick, record.checksum, record.at, record.ticked))
             if record.events:
                 conn.executemany(
                     "INSERT INTO events (tick, idx, kind, data) VALUES (?, ?, ?, ?)",
@@ -357,10 +386,42 @@ class MatchStore:
                     [(key, record.tick, _json(value)) for key, value in record.kv_writes])
             if record.snapshot is not None:
                 self._insert_snapshot(conn, record.snapshot)
+            if record.alarm_writes:
+                self._write_alarms(conn, record.alarm_writes)
+                conn.execute("UPDATE match SET next_alarm_at = ?", (record.next_alarm_at,))
+            if record.started:
+                conn.execute("UPDATE match SET started_at = COALESCE(started_at, ?)", (now,))
             if record.status is None:
                 conn.execute("UPDATE match SET tick = ?, updated_at = ?", (completed, now))
             else:
                 self._set_status(record.status, record.status_reason, record.result, now, tick=completed)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._insert_snapshot(conn, snapshot)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def write_alarms(self, writes: list[tuple[str, Alarm | None]], next_alarm_at: float | None,
+                     status: tuple[str, str | None] | None = None, now: float = 0.0) -> None:
+        """Set or delete runtime alarms outside a step (a drop, a failed attempt), in one transaction."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_alarms(conn, writes)
+            conn.execute("UPDATE match SET next_alarm_at = ?", (next_alarm_at,))
+            if status is not None:
+                conn.execute("UPDATE match SET status = ?, status_reason = ?, updated_at = ?", (*status, now))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -407,9 +468,19 @@ class MatchStore:
     @staticmethod
     def _insert_snapshot(conn: sqlite3.Connection, snapshot: Snapshot) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO snapshots (tick, state, checksum, seated, last_seq) VALUES (?, ?, ?, ?, ?)",
-            (snapshot.tick, snapshot.state, snapshot.checksum, _json(snapshot.seated),
-             _json(snapshot.last_seq)))
+            "INSERT OR REPLACE INTO snapshots (tick, state, checksum, seated, last_seq, started, timers)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (snapshot.tick, snapshot.state, snapshot.checksum, _json(snapshot.seated), _json(snapshot.last_seq),
+             snapshot.started, _json(snapshot.timers)))
+
+    @staticmethod
+    def _write_alarms(conn: sqlite3.Connection, writes: list[tuple[str, Alarm | None]]) -> None:
+        for name, alarm in writes:
+            if alarm is None:
+                conn.execute("DELETE FROM alarms WHERE name = ?", (name,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO alarms (name, due, retries, failed, last_error) "
+                             "VALUES (?, ?, ?, ?, ?)", (name, alarm.due, alarm.retries, alarm.failed, alarm.last_error))
 
 
 def _json(value: Any) -> str | None:

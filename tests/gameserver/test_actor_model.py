@@ -73,6 +73,10 @@ class ActorModel(RuleBasedStateMachine):
         step = self.sim.step(commands)
         self.store.commit_step(step_record(self.sim, step, SNAPSHOT_EVERY), now=float(step.tick))
         self.committed_state = self.sim.canonical()
+        for rejection in step.rejected:  # refused with an error frame: the client drops it, never acknowledged
+            command = rejection.command
+            if command.kind == INPUT and rejection.code != "duplicate":
+                self.unacked[command.player].pop(command.seq, None)
         # only now may acknowledgements leave: every state frame carries last_seq
         for player, last in self.sim.last_seq.items():
             for seq in [s for s in self.unacked[player] if s <= last]:

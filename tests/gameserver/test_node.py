@@ -221,10 +221,10 @@ async def test_a_full_inbox_makes_senders_wait_then_refuses(tmp_path, nursery, a
     conn = await join(actor, "ann")
     never = trio.Event()
 
-    async def frozen():
+    async def frozen(**_):
         await never.wait()
 
-    actor._tick = frozen  # the actor stops draining its inbox
+    actor._advance = frozen  # the actor stops draining its inbox
     await trio.sleep(0.1)
     assert await actor.submit(InputMessage(conn, Input(1, {"dx": 1, "dy": 1})))
     results = [await actor.submit(InputMessage(conn, Input(s, {"dx": 1, "dy": 1}))) for s in (2, 3, 4)]
