@@ -171,6 +171,7 @@ class Actor:
         """Finish the current step, close every connection with `code`, leave memory."""
         self._stop_code, self._stop_reason = code, reason
         self._stop.set()
+        self._wakeup.set()
 
     def describe(self) -> dict[str, Any]:
         players = [{"player_id": p, "connected": p in self.by_player, "seated": True} for p in self.sim.seated]

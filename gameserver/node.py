@@ -21,7 +21,7 @@ import trio
 
 from . import canonical, storage
 from .actor import Actor, InboxItem, describe_match
-from .alarms import Alarm
+from .alarms import RETENTION, Alarm
 from .connection import Connection
 from .protocol import CLOSE_GOING_AWAY
 from .scheduler import AlarmScheduler
@@ -83,7 +83,10 @@ class BrokenFile:
 
 class Node:
     def __init__(self, config: NodeConfig, games: dict[str, type[Game]], *, metrics: Metrics | None = None,
-                 wall_clock: Callable[[], float] = time.time):
+                 wall_clock: Callable[[], float] = time.time, offload: bool = True):
+        """`offload`: load and create match files in worker threads, so that other matches keep
+        their timing (the default). Tests under MockClock turn it off: the mock clock would jump
+        ahead while a thread works."""
         for cls in games.values():
             check_game_class(cls)
         self.config = config
@@ -97,6 +100,7 @@ class Node:
         self._activating: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self.scheduler = AlarmScheduler(wall_clock, self._alarm_due)
+        self._offload = trio.to_thread.run_sync if offload else _run_inline
         self.closing = False
 
     @property
@@ -105,7 +109,7 @@ class Node:
 
     async def run(self, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         (self.data_dir / "matches").mkdir(parents=True, exist_ok=True)
-        found, broken = await trio.to_thread.run_sync(storage.scan, self.data_dir)
+        found, broken = await self._offload(storage.scan, self.data_dir)
         for meta in found:
             if meta.status not in FINISHED:
                 self.unfinished[meta.match_id] = meta
@@ -179,12 +183,18 @@ class Node:
             return
         path = storage.match_path(self.data_dir, match_id)
         try:
-            meta, _players = await self._read_file(path)
+            meta, _players, alarms = await self._read_file(path, with_alarms=True)
         except NodeError as error:
             log.info("alarm of %s not delivered: %s", match_id, error)
             return
+        now = self.wall_clock()
         if meta.status in FINISHED:
-            await self._retire(match_id, path)
+            if any(a.name == RETENTION and not a.failed and a.due <= now for a in alarms):
+                await self._retire(match_id, path)
+            elif meta.next_alarm_at is not None:
+                self.scheduler.set(match_id, meta.next_alarm_at)
+        elif meta.next_alarm_at is not None and meta.next_alarm_at > now:
+            self.scheduler.set(match_id, meta.next_alarm_at)  # moved since it was scheduled
         else:
             await self._wake(match_id)
 
@@ -194,7 +204,7 @@ class Node:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
 
-        await trio.to_thread.run_sync(delete)
+        await self._offload(delete)
         self.unfinished.pop(match_id, None)
         log.info("match %s deleted: its retention is over", match_id)
 
@@ -220,14 +230,15 @@ class Node:
                 raise NameTaken(f"the name is taken by a {existing.game} match")
             return existing
         seed = secrets.randbits(63)
+        now = self.wall_clock()
 
         def create() -> MatchMeta:
             return create_match_file(path, game, match_id=match_id, params=structured, seed=seed,
-                                     snapshot_every=self.config.snapshot_every, now=self.wall_clock(),
+                                     snapshot_every=self.config.snapshot_every, now=now,
                                      synchronous=self.config.synchronous)[0]
 
         try:
-            meta = await trio.to_thread.run_sync(create)
+            meta = await self._offload(create)
             if meta.next_alarm_at is not None:
                 self.scheduler.set(match_id, meta.next_alarm_at)  # the lobby timeout
         except (GameCrashed, TypeError, ValueError) as error:
@@ -289,7 +300,7 @@ class Node:
                 raise
 
         try:
-            store, meta, sim, alarms = await trio.to_thread.run_sync(load)
+            store, meta, sim, alarms = await self._offload(load)
         except (MatchFileError, GameCrashed) as error:
             self._report_broken(path, str(error))
             self.unfinished.pop(match_id, None)
@@ -362,9 +373,13 @@ class Node:
                 store.close()
 
         try:
-            return await trio.to_thread.run_sync(read)
+            return await self._offload(read)
         except MatchFileError as error:
             raise MatchUnavailable(str(error)) from None
+
+
+async def _run_inline(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)
 
 
 __all__ = ["Node", "NodeError", "UnknownGame", "InvalidParams", "MatchNotFound", "MatchUnavailable",

@@ -1,8 +1,9 @@
 """Demo game "arena": the reference real-time workload (../shared/workloads/arena.md), exactly.
 
 Four players move on a 1000 x 1000 field at 20 Hz; standing within 50 of the centre scores one
-point a tick. The match ends after `duration_s` seconds of ticks (0: never) and the highest score
-wins.
+point a tick. With `lobby_s` > 0 the match waits that long for four players (it starts early when
+four are in, and is cancelled at the timeout with fewer than two). A match-length alarm ends it
+`duration_s` seconds after it started (0: never); the highest score wins.
 """
 
 from __future__ import annotations
@@ -43,17 +44,20 @@ class Input:
     dy: float
 
 
+_SECONDS = attrs.validators.and_(attrs.validators.ge(0.0), attrs.validators.le(24 * 3600.0))
+
+
 @attrs.frozen
 class Params:
-    duration_s: float = attrs.field(default=0.0, validator=attrs.validators.and_(
-        attrs.validators.ge(0.0), attrs.validators.le(24 * 3600.0)))
+    duration_s: float = attrs.field(default=0.0, validator=_SECONDS)  # 0: the match never ends
+    lobby_s: float = attrs.field(default=0.0, validator=_SECONDS)  # 0: no lobby, the match starts at once
 
 
 class Arena(Game[State, Input, Params]):
     name = "arena"
     version = "1.0.0"
     tick_rate = 20
-    min_players = 1
+    min_players = 2
     max_players = 4
     state_type = State
     input_type = Input
@@ -61,6 +65,12 @@ class Arena(Game[State, Input, Params]):
 
     def init(self, params: Params, ctx: Context) -> State:
         return State()
+
+    def lobby_timeout(self, params: Params) -> float | None:
+        return params.lobby_s or None
+
+    def duration(self, params: Params) -> float | None:
+        return params.duration_s or None
 
     def join(self, state: State, player: str, ctx: Context) -> None:
         rng = ctx.random
@@ -85,10 +95,7 @@ class Arena(Game[State, Input, Params]):
             if (p.x - CENTRE) ** 2 + (p.y - CENTRE) ** 2 <= HILL_RADIUS_SQUARED:
                 p.score += 1
 
-    def result(self, state: State, ctx: Context) -> Result | None:
-        duration = ctx.params.duration_s
-        if duration <= 0 or state.tick < round(duration * self.tick_rate):
-            return None
+    def time_up(self, state: State, ctx: Context) -> Result:
         scores = {name: p.score for name, p in state.players.items()}
         best = max(scores.values(), default=0)
         winners = tuple(name for name, score in scores.items() if score == best) if scores else ()

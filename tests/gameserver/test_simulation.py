@@ -6,7 +6,8 @@ from hypothesis import given, strategies as st
 
 from gameserver.game import Context, Game, Refuse, Result
 from gameserver.games.arena import Arena, Params
-from gameserver.simulation import INPUT, JOIN, LEAVE, Command, GameCrashed, Simulation
+from gameserver.alarms import END, LOBBY
+from gameserver.simulation import INPUT, JOIN, LEAVE, TIMER, Command, GameCrashed, Simulation
 
 
 def arena(players=("a", "b")):
@@ -91,13 +92,30 @@ def test_arena_scores_in_the_hill_and_clamps_at_the_edge():
     assert sim.state.players["a"].score == 1
 
 
-def test_arena_ends_with_the_highest_score():
-    sim = Simulation.new(Arena(), match_id="0" * 26, seed=1, params=Params(duration_s=0.1))  # 2 ticks
+def test_arena_ends_with_the_highest_score_when_its_time_is_up():
+    sim = Simulation.new(Arena(), match_id="0" * 26, seed=1, params=Params(duration_s=60))
     step = sim.step([Command(JOIN, "a"), Command(JOIN, "b")])
-    assert step.result is None
+    assert step.result is None and Arena().duration(Params(duration_s=60)) == 60
     sim.state.players["b"].score = 3
-    step = sim.step([])
+    step = sim.step([Command(TIMER, "", 0, {"name": END})], ticked=False)
+    assert step.status == "ended"
     assert step.result == Result(winners=("b",), reason="time", data={"scores": {"a": 0, "b": 3}})
+
+
+def test_a_lobby_starts_when_full_or_is_cancelled_at_its_timeout():
+    sim = Simulation.new(Arena(), match_id="0" * 26, seed=1, params=Params(lobby_s=30))
+    assert not sim.started
+    step = sim.step([Command(JOIN, "a"), Command(INPUT, "a", 1, {"dx": 1, "dy": 0})], ticked=False)
+    assert [r.code for r in step.rejected] == ["not_started"]
+    step = sim.step([Command(TIMER, "", 0, {"name": LOBBY})], ticked=False)
+    assert step.status == "cancelled" and "not enough players" in step.result.reason
+    full = Simulation.new(Arena(), match_id="0" * 26, seed=1, params=Params(lobby_s=30))
+    step = full.step([Command(JOIN, p) for p in "abcd"], ticked=False)
+    assert step.started and full.started and ("start", {"players": list("abcd")}) in step.events
+    enough = Simulation.new(Arena(), match_id="0" * 26, seed=1, params=Params(lobby_s=30))
+    enough.step([Command(JOIN, p) for p in "ab"], ticked=False)
+    step = enough.step([Command(TIMER, "", 0, {"name": LOBBY})], ticked=False)
+    assert step.started and step.status is None
 
 
 def test_same_seed_same_match():
