@@ -360,6 +360,13 @@ class Node:
         return describe_match(meta, players=players, connections=len(self.hibernated.get(match_id, [])), live=False,
                               alarms=alarms)
 
+    async def failed_alarms(self) -> list[tuple[str, Alarm]]:
+        """Every alarm recorded as failed, in every match file of this node (live ones from memory)."""
+        found = [(match_id, a) for match_id, actor in self.actors.items() for a in actor.alarms.values() if a.failed]
+        live = set(self.actors)
+        found += await self._offload(storage.failed_alarms, self.data_dir, live)
+        return sorted(found, key=lambda pair: (pair[1].due, pair[0], pair[1].name))
+
     async def _read_file(self, path: Path, with_alarms: bool = False) -> Any:
         def read() -> Any:
             store = MatchStore.open(path, read_only=True, check=False)

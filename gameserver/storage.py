@@ -500,6 +500,25 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             raise
 
 
+def failed_alarms(data_dir: Path, skip: set[str] = frozenset()) -> list[tuple[str, Alarm]]:
+    """(match id, alarm) for every failed alarm in the data directory's match files, read-only."""
+    found: list[tuple[str, Alarm]] = []
+    for path in sorted((data_dir / "matches").glob(f"*{SUFFIX}")):
+        if path.stem in skip:
+            continue
+        try:
+            store = MatchStore.open(path, read_only=True, check=False)
+        except MatchFileError:
+            continue  # reported by scan() and activation
+        try:
+            found += [(path.stem, a) for a in store.alarms() if a.failed]
+        except sqlite3.DatabaseError:
+            continue
+        finally:
+            store.close()
+    return found
+
+
 def scan(data_dir: Path) -> tuple[list[MatchMeta], list[tuple[Path, str]]]:
     """Every match file's metadata, and the files that could not be read with the reason."""
     found: list[MatchMeta] = []

@@ -66,23 +66,39 @@ class PlayerStatus(BaseModel):
     seated: bool
 
 
+class AlarmStatus(BaseModel):
+    name: str = Field(description="'alarm' (the game's primary alarm), a game timer's name, or arbiter:* "
+                                  "(the runtime's: lobby, end, empty, grace:PLAYER, retention)")
+    due_at: float = Field(description="seconds since the epoch")
+    retries: int = Field(description="failed attempts so far")
+    failed: bool = Field(description="retries exhausted: recorded, no longer scheduled")
+    last_error: str | None
+
+
 class MatchStatus(BaseModel):
     match_id: str
     game: str
     game_version: str
     params: Any = None
-    status: Literal["created", "running", "ended", "crashed", "failed"]
+    status: Literal["lobby", "running", "ended", "cancelled", "crashed", "failed"]
     status_reason: str | None
     tick: int
     tick_rate: int
     players: list[PlayerStatus]
     connections: int
-    live: bool
+    live: bool = Field(description="in memory (false: hibernated, or not loaded since the node started)")
+    paused: bool = Field(description="a real-time match whose ticks stopped because nobody was connected")
     created_at: float
     started_at: float | None
     ended_at: float | None
     result: Any = None
+    alarms: list[AlarmStatus]
+    failed_alarms: int
     ws_url: str
+
+
+class FailedAlarm(AlarmStatus):
+    match_id: str
 
 
 class TokenRequest(Strict):
@@ -111,6 +127,7 @@ class GameInfo(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     live_matches: int
+    hibernated_matches: int
     unfinished_matches: int
     unusable_files: int
     connections: int
@@ -182,8 +199,9 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
 
     @app.get("/healthz", response_model=Health, tags=["node"])
     async def health() -> Health:
-        return Health(status="ok", live_matches=len(node.actors), unfinished_matches=len(node.unfinished),
-                      unusable_files=len(node.broken), connections=connections())
+        return Health(status="ok", live_matches=len(node.actors), hibernated_matches=len(node.hibernated),
+                      unfinished_matches=len(node.unfinished), unusable_files=len(node.broken),
+                      connections=connections())
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["node"],
              responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
@@ -220,13 +238,19 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
               dependencies=[Depends(admin)], responses={404: errors["default"], 409: errors["default"]})
     async def join_token(match_id: str, body: TokenRequest) -> JoinToken:
         described = await node.describe(match_id)  # 404 for an unknown match
-        if described["status"] in ("ended", "crashed", "failed"):
+        if described["status"] in ("ended", "cancelled", "crashed", "failed"):
             raise ApiError(409, "match_over", f"match {match_id} is {described['status']}")
         now = clock()
         ttl = body.ttl_s if body.ttl_s is not None else node.config.token_ttl_s
         grant = tokens.Grant(match_id, body.player_id, body.role, now + ttl)
         return JoinToken(token=tokens.sign(secret, grant, now), match_id=match_id, player_id=body.player_id,
                          role=body.role, expires_at=grant.expires_at, ws_url=ws_url(match_id))
+
+    @app.get("/v1/alarms/failed", response_model=list[FailedAlarm], tags=["node"], dependencies=[Depends(admin)])
+    async def failed_alarms() -> list[FailedAlarm]:
+        """Alarms whose handler kept raising until its retries ran out, in every match of this node."""
+        return [FailedAlarm(match_id=match_id, name=a.name, due_at=a.due, retries=a.retries, failed=a.failed,
+                            last_error=a.last_error) for match_id, a in await node.failed_alarms()]
 
     @app.get("/v1/node/unusable", response_model=list[UnusableFile], tags=["node"], dependencies=[Depends(admin)])
     async def unusable() -> list[UnusableFile]:

@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("openapi", help="print the HTTP API's OpenAPI document (docs/openapi.json)")
 
+    alarms = commands.add_parser("alarms", help="list the alarms of every match in a data directory (read-only)")
+    alarms.add_argument("--data-dir", type=Path, default=Path("data"))
+    alarms.add_argument("--failed", action="store_true", help="only failed alarms (exit 1 if there are any)")
+    alarms.add_argument("--json", action="store_true", help="print one JSON array")
+
     bench = commands.add_parser("bench", help="run a benchmark workload and print its figures")
     workloads = bench.add_subparsers(dest="workload", required=True, metavar="WORKLOAD")
     arena = workloads.add_parser("arena", help="workload arena (../shared/workloads/arena.md)")
@@ -85,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "up":
         return _up(args)
+    if args.command == "alarms":
+        from tools.alarms import run_cli as run_alarms
+
+        return run_alarms(args)
     if args.command == "openapi":
         print(openapi_document())
         return 0

@@ -6,10 +6,11 @@ import importlib
 
 from ..game import Game, check_game_class
 from .arena import Arena
+from .connect_four import ConnectFour
 
 
 def builtin_games() -> dict[str, type[Game]]:
-    return {Arena.name: Arena}
+    return {Arena.name: Arena, ConnectFour.name: ConnectFour}
 
 
 def load_game(spec: str) -> type[Game]:
