@@ -264,36 +264,43 @@ class Actor:
     # -- steps --------------------------------------------------------------------------------
 
     async def _advance(self, *, ticked: bool) -> None:
-        """One round of work: due game alarms (each in its own step), then the step itself."""
+        """One round of work: the step with what arrived (and the runtime's due alarms), then the
+        game's due alarms, each in a step of its own. What arrived goes first: a move made before a
+        turn timer was handled is never beaten by it."""
         now = self.wall_clock()
         commands = self._drain()
+        due = alarm_math.due(self.alarms.values(), now)
         runtime: list[Command] = []
-        for alarm in alarm_math.due(self.alarms.values(), now):
-            if not is_runtime(alarm.name):
-                if not await self._fire_game_alarm(alarm, now) or self.over:
-                    return
-            elif alarm.name.startswith(alarm_math.GRACE_PREFIX):
-                self._set_alarm(alarm.name, None)
-                player = alarm.name[len(alarm_math.GRACE_PREFIX):]
-                if player not in self.by_player:
-                    runtime.append(Command(LEAVE, player))
-            elif alarm.name == EMPTY and self.game.when_empty == EMPTY_PAUSE:
-                self._set_alarm(EMPTY, None)
-                self.paused = True
-                self.log.info("nobody connected for %ss: paused", self.game.empty_timeout_s)
-            elif alarm.name == RETENTION:
-                self._set_alarm(RETENTION, None)  # the node deletes finished matches; not ours to do here
-            else:  # LOBBY, END, EMPTY (end)
-                self._set_alarm(alarm.name, None)
-                runtime.append(Command(TIMER, "", 0, {"name": alarm.name}))
+        for alarm in due:
+            if is_runtime(alarm.name):
+                runtime += self._runtime_alarm(alarm)
         turn_based = self.game.tick_rate == 0
         if commands or runtime or self._arriving or ticked:
             # A turn-based game's tick runs in every step that has commands: that is where moves apply.
             await self._step(runtime + commands, ticked=ticked or (turn_based and bool(commands or runtime)), now=now)
+        for alarm in due:
+            if self.over:
+                break
+            if not is_runtime(alarm.name) and self.alarms.get(alarm.name) == alarm:  # not moved by the step
+                await self._fire_game_alarm(alarm, now)
         self._after_connections(now)
 
-    async def _fire_game_alarm(self, alarm: Alarm, now: float) -> bool:
-        """Run one game alarm in a step of its own; False if the match crashed or ended."""
+    def _runtime_alarm(self, alarm: Alarm) -> list[Command]:
+        """What a due runtime alarm does: the commands it adds to the step, if any."""
+        self._set_alarm(alarm.name, None)
+        if alarm.name.startswith(alarm_math.GRACE_PREFIX):
+            player = alarm.name[len(alarm_math.GRACE_PREFIX):]
+            return [] if player in self.by_player else [Command(LEAVE, player)]
+        if alarm.name == EMPTY and self.game.when_empty == EMPTY_PAUSE:
+            self.paused = True
+            self.log.info("nobody connected for %ss: paused", self.game.empty_timeout_s)
+            return []
+        if alarm.name == RETENTION:
+            return []  # the node deletes finished matches; not ours to do here
+        return [Command(TIMER, "", 0, {"name": alarm.name})]  # LOBBY, END, EMPTY (end)
+
+    async def _fire_game_alarm(self, alarm: Alarm, now: float) -> None:
+        """Run one game alarm in a step of its own, rolled back and rescheduled if its handler raises."""
         checkpoint = self.sim.checkpoint()
         command = Command(TIMER, "", 0, {"name": alarm.name, "retry": alarm.retries})
         try:
@@ -310,14 +317,13 @@ class Actor:
                 self.metrics.alarm_retries.inc()
             self._set_alarm(alarm.name, updated)
             self._flush_alarms(now)
-            return True
+            return
         if not step.applied:
             self._set_alarm(alarm.name, None)  # the game had deleted it: a stale entry
-            return True
+            return
         self.metrics.alarms_fired.inc()
         self.metrics.alarm_lateness.observe(max(now - alarm.due, 0.0))
         await self._finish_step(step, [])
-        return not self.over
 
     async def _step(self, commands: list[Command], *, ticked: bool, now: float) -> None:
         sim = self.sim

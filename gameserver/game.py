@@ -245,7 +245,7 @@ class Game(Generic[S, I, P]):
         return None
 
     def result(self, state: S, ctx: Context) -> Result | None:
-        """The end condition, checked after every tick: a `Result` ends the match."""
+        """The end condition, checked after every step of a started match: a `Result` ends it."""
         return None
 
     def audience(self, state: S, player: str | None) -> Hashable:

@@ -26,10 +26,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number, 0 or more")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number more than 0")
     return value
 
 
@@ -54,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL",
                     help="SQLite synchronous level: NORMAL survives kill -9, FULL also power loss (default NORMAL)")
     up.add_argument("--token-ttl", type=_positive_float, default=3600.0, help="join token lifetime in seconds")
+    up.add_argument("--hibernate-after", type=_positive_float, default=10.0,
+                    help="seconds of idleness after which a match that is not ticking leaves memory (default 10)")
+    up.add_argument("--alarm-retries", type=_non_negative_int, default=6,
+                    help="retries of a raising alarm handler before it is recorded as failed (default 6)")
+    up.add_argument("--retention-days", type=_non_negative_float, default=0.0,
+                    help="delete a finished match's file this many days after it ended (default 0: keep)")
     up.add_argument("--ready-file", type=Path, default=None, help="write the URLs as JSON here once serving")
 
     commands.add_parser("openapi", help="print the HTTP API's OpenAPI document (docs/openapi.json)")
@@ -75,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     arena.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     arena.add_argument("--seed", type=int, default=1, help="bots' random seed")
     arena.add_argument("--json", action="store_true", help="print only the JSON object")
+    hibernation = workloads.add_parser("hibernation", help="hibernated-match memory, wake latency, alarm lateness")
+    hibernation.add_argument("--matches", type=_non_negative_int, default=10_000,
+                             help="hibernated matches of 2 clients for the memory figure (default 10000; capped "
+                                  "by the open-file limit; 0 skips the memory phase)")
+    hibernation.add_argument("--moves", type=_positive_int, default=1000, help="moves logged before waking (1000)")
+    hibernation.add_argument("--wake-matches", type=_positive_int, default=20, help="matches woken (default 20)")
+    hibernation.add_argument("--wakes", type=_positive_int, default=5, help="wakes per match (default 5)")
+    hibernation.add_argument("--alarm-matches", type=_positive_int, default=1000, help="matches with a timer (1000)")
+    hibernation.add_argument("--bare", type=_positive_int, default=1000,
+                             help="unauthenticated connections measured for a connection's own cost (1000)")
+    hibernation.add_argument("--json", action="store_true", help="print only the JSON object")
     recovery = workloads.add_parser("recovery", help="re-activation time of a long arena match")
     recovery.add_argument("--ticks", type=_positive_int, default=12_000, help="logged ticks (default 12000: 10 min)")
     recovery.add_argument("--snapshot-every", type=_positive_int, default=100, help="ticks between snapshots")
@@ -101,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools.bench_arena import run_cli
 
         return run_cli(args)
+    if args.command == "bench" and args.workload == "hibernation":
+        from tools.bench_hibernation import run_cli as run_hibernation
+
+        return run_hibernation(args)
     if args.command == "bench" and args.workload == "recovery":
         from tools.bench_recovery import run_cli as run_recovery
 
@@ -136,7 +171,8 @@ def _up(args: argparse.Namespace) -> int:
             return 2
         games[cls.name] = cls
     node = NodeConfig(data_dir=args.data_dir, snapshot_every=args.snapshot_every, synchronous=args.synchronous,
-                      token_ttl_s=args.token_ttl)
+                      token_ttl_s=args.token_ttl, hibernate_after_s=args.hibernate_after,
+                      alarm_max_retries=args.alarm_retries, retention_days=args.retention_days)
     config = ServerConfig(node=node, games=games, host=args.host, port=args.port, ws_port=args.ws_port,
                           public_ws_url=args.public_ws_url, admin_token=args.admin_token)
     try:

@@ -94,7 +94,25 @@ async def run_server(config: ServerConfig, stop: trio.Event,
         nursery.cancel_scope.cancel()  # the WebSocket listener and the node
 
 
+def raise_open_file_limit() -> int:
+    """A node holds a socket per connection: allow as many open files as the system lets us."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 async def main(config: ServerConfig, ready_file: Path | None = None) -> None:
+    raise_open_file_limit()
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

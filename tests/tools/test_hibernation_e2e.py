@@ -110,3 +110,33 @@ async def test_a_failed_alarm_shows_in_the_http_api_and_the_cli(running, tmp_pat
     rows, problems = collect(tmp_path, failed_only=True)
     assert [(r["match_id"], r["name"], r["failed"]) for r in rows] == [(match["match_id"], "alarm", True)]
     assert problems == []
+
+
+async def test_bad_tokens_never_disturb_seats_or_timers(running, tmp_path):
+    from gameserver import tokens
+
+    async with ArbiterHTTP(running.http_url) as http:
+        match = await http.create_match("stubborn")
+        match_id = match["match_id"]
+        grant = await http.join_token(match_id, "ann")
+        async with MatchClient(grant["ws_url"], grant["token"], reconnect=False) as ann:
+            await ann.receive()
+        # ann dropped: her seat is held by a reconnect-grace alarm
+        with trio.fail_after(10):
+            while not any(a["name"] == "arbiter:grace:ann" for a in (await http.match(match_id))["alarms"]):
+                await trio.sleep(0.01)
+        before = await http.match(match_id)
+        secret = (tmp_path / "secret.key").read_bytes()
+        expired = tokens.sign(secret, tokens.Grant(match_id, "ann", "player", 1000.0), 900.0)
+        forged = tokens.sign(b"y" * 32, tokens.Grant(match_id, "ann", "player", 4e9), 0)
+        other = (await http.create_match("stubborn"))["match_id"]
+        wrong_match = (await http.join_token(other, "ann"))["token"]
+        for token in (expired, forged, wrong_match, "garbage"):
+            async with open_websocket_url(grant["ws_url"]) as ws:
+                await ws.send_message(json.dumps({"t": "auth", "token": token}))
+                with pytest.raises(Exception):
+                    await ws.get_message()
+            assert ws.closed.code == 4001
+        after = await http.match(match_id)
+        assert after["alarms"] == before["alarms"] and after["players"] == before["players"]
+        assert [p["player_id"] for p in after["players"] if p["seated"]] == ["ann"]

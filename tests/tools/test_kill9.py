@@ -25,10 +25,10 @@ def free_port():
         return sock.getsockname()[1]
 
 
-async def start_server(data_dir, port, ws_port):
+async def start_server(data_dir, port, ws_port, extra=()):
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "tools.cli", "up", "--data-dir", str(data_dir), "--port", str(port),
-         "--ws-port", str(ws_port), "--snapshot-every", "25"],
+         "--ws-port", str(ws_port), "--snapshot-every", "25", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     seen = b""
     with trio.fail_after(30):
@@ -81,6 +81,45 @@ async def test_kill9_mid_match_then_resume(tmp_path):
             store.close()
         assert json.loads(rebuilt.canonical()) == seen.state
         assert set(range(1, 63)) <= logged
+        server.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            assert await server.wait() == 0
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+
+
+async def test_alarms_due_while_the_process_was_dead_fire_after_restart(tmp_path):
+    """A timer is set, the server is killed before it is due, and started again after: it fires."""
+    port, ws_port = free_port(), free_port()
+    argv = ["--game", "tools.bench_hibernation:Tally", "--hibernate-after", "0.2"]
+    server = await start_server(tmp_path, port, ws_port, argv)
+    try:
+        async with ArbiterHTTP(f"http://127.0.0.1:{port}") as http:
+            match = await http.create_match("tally")
+            grant = await http.join_token(match["match_id"], "tim")
+        async with MatchClient(grant["ws_url"], grant["token"], reconnect=False) as tim:
+            await tim.receive()
+            seq = await tim.send_input({"timer_in": 1.0})
+            with trio.fail_after(10):
+                while tim.acked < seq:
+                    await tim.receive()
+            os.kill(server.pid, signal.SIGKILL)  # the timer is committed, not yet due
+            await server.wait()
+        server = await start_server(tmp_path, port, ws_port, argv)
+        path = storage.match_path(tmp_path, match["match_id"])
+        with trio.fail_after(30):
+            while True:  # no client: the node's scheduler alone must wake the match
+                store = MatchStore.open(path, read_only=True, check=False)
+                try:
+                    fired = [data for _tick, kind, data in store.events_after(0) if kind == "fired"]
+                finally:
+                    store.close()
+                if fired:
+                    break
+                await trio.sleep(0.05)
+        assert len(fired) == 1 and fired[0]["ran"] >= fired[0]["due"]
         server.send_signal(signal.SIGTERM)
         with trio.fail_after(15):
             assert await server.wait() == 0
