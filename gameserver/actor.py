@@ -201,6 +201,10 @@ class Actor:
         if self.meta.status == CREATED:  # a schema-1 match: running from its first activation
             self.store.set_status(RUNNING, None, now)
             self.meta = attrs.evolve(self.meta, status=RUNNING, started_at=now)
+        # A real-time match that pauses when empty stays paused when woken with nobody connected
+        # (by an alarm, say); a player connecting resumes it.
+        if self.game.when_empty == EMPTY_PAUSE and self.game.tick_rate > 0 and not self.by_player:
+            self.paused = self.status == RUNNING and self.sim.started
         # Seated players without a connection (after a restart, say) get their reconnect grace.
         for player in self.sim.seated:
             if player not in self.by_player and grace_name(player) not in self.alarms:

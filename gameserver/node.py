@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import trio
 
-from . import canonical, storage
+from . import canonical, memory, storage
 from .actor import Actor, InboxItem, describe_match
 from .alarms import RETENTION, Alarm
 from .connection import Connection
@@ -101,6 +101,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self.scheduler = AlarmScheduler(wall_clock, self._alarm_due)
         self._offload = trio.to_thread.run_sync if offload else _run_inline
+        self._trim_pending = False
         self.closing = False
 
     @property
@@ -193,7 +194,9 @@ class Node:
                 await self._retire(match_id, path)
             elif meta.next_alarm_at is not None:
                 self.scheduler.set(match_id, meta.next_alarm_at)
-        elif meta.next_alarm_at is not None and meta.next_alarm_at > now:
+        elif meta.next_alarm_at is None:
+            return  # handled or deleted since it was scheduled: nothing to wake for
+        elif meta.next_alarm_at > now:
             self.scheduler.set(match_id, meta.next_alarm_at)  # moved since it was scheduled
         else:
             await self._wake(match_id)
@@ -285,8 +288,11 @@ class Node:
             raise MatchNotFound(f"no match {match_id}")
         started = trio.current_time()
 
+        # A match this node hibernated was checked when it was first activated: waking skips the check.
+        check = match_id not in self.hibernated
+
         def load() -> tuple[MatchStore, MatchMeta, Simulation, list[Alarm]]:
-            store = MatchStore.open(path, synchronous=self.config.synchronous)
+            store = MatchStore.open(path, synchronous=self.config.synchronous, check=check)
             try:
                 meta = store.meta()
                 if meta.status in FINISHED:
@@ -333,6 +339,20 @@ class Node:
             if actor.hibernated:
                 self.hibernated[actor.match_id] = actor.adopted_connections()
                 self.metrics.hibernated.set(len(self.hibernated))
+                self._trim_soon()
+
+    def _trim_soon(self) -> None:
+        """After hibernations, give what they freed back to the OS (at most once a second)."""
+        if self._trim_pending or self._nursery is None or self.closing:
+            return
+        self._trim_pending = True
+
+        async def trim_later() -> None:
+            await trio.sleep(1.0)
+            self._trim_pending = False
+            await self._offload(memory.trim)
+
+        self._nursery.start_soon(trim_later)
 
     def _report_broken(self, path: Path, reason: str) -> None:
         log.error("unusable match file, left untouched: %s", reason)

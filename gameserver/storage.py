@@ -30,6 +30,7 @@ from .simulation import Command
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x41524231  # "ARB1": tells an Arbiter match file from any other SQLite file
 SUFFIX = ".sqlite3"
+CACHE_KIB = 512  # SQLite's page cache per open match file (its default is 2 MiB; match files are small)
 
 CREATED = "created"  # schema-1 files only: a match not activated yet (treated as running)
 LOBBY = "lobby"
@@ -265,6 +266,7 @@ class MatchStore:
                     raise MatchFileError(f"{path}: schema version {version} needs a migration; "
                                          "open it with a running node first")
                 _migrate(conn, version)
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             if not read_only:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {synchronous}")

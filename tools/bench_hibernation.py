@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +35,7 @@ import logging
 import attrs
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from gameserver.game import Context, Game, PlayerInput
 
@@ -181,22 +179,26 @@ class Bench:
         joined = trio.CapacityLimiter(64)
 
         async def wait_for_timer(match_id: str) -> None:
-            async with joined:
-                grant = await self.grant(http, match_id, "p")
-                ws_cm = open_websocket_url(grant["ws_url"])
-                ws = await ws_cm.__aenter__()
-                await ws.send_message(json.dumps({"t": "auth", "token": grant["token"]}))
-                await _until_ack(ws, 0)
-                await ws.send_message(json.dumps({"t": "input", "seq": 1, "data": {"timer_in": rng.uniform(2, 6)}}))
+            released = False
+            await joined.acquire()  # bounds the connecting, not the waiting
             try:
-                with trio.fail_after(60):
-                    while True:
-                        frame = json.loads(await ws.get_message())
-                        if frame.get("kind") == "fired":
-                            lateness.append((frame["data"]["ran"] - frame["data"]["due"]) * 1000)
-                            return
+                grant = await self.grant(http, match_id, "p")
+                async with open_websocket_url(grant["ws_url"]) as ws:
+                    await ws.send_message(json.dumps({"t": "auth", "token": grant["token"]}))
+                    await _until_ack(ws, 0)
+                    timer_in = rng.uniform(2, 6)
+                    await ws.send_message(json.dumps({"t": "input", "seq": 1, "data": {"timer_in": timer_in}}))
+                    joined.release()
+                    released = True
+                    with trio.fail_after(60):
+                        while True:
+                            frame = json.loads(await ws.get_message())
+                            if frame.get("kind") == "fired":
+                                lateness.append((frame["data"]["ran"] - frame["data"]["due"]) * 1000)
+                                return
             finally:
-                await ws_cm.__aexit__(None, None, None)
+                if not released:
+                    joined.release()
 
         async with trio.open_nursery() as nursery:
             for match_id in ids:
@@ -215,13 +217,20 @@ class Bench:
         stop = trio.Event()
 
         async def hold(match_id: str, player: str) -> None:
-            async with limit:
+            released = False
+            await limit.acquire()  # bounds the connecting, not the holding
+            try:
                 grant = await self.grant(http, match_id, player)
                 async with open_websocket_url(grant["ws_url"]) as ws:
                     await ws.send_message(json.dumps({"t": "auth", "token": grant["token"]}))
                     await _until_ack(ws, 0)
+                    limit.release()
+                    released = True
                     sockets.append(ws)
-            await stop.wait()
+                    await stop.wait()
+            finally:
+                if not released:
+                    limit.release()
 
         bare_url = (await self.grant(http, ids[0], "x"))["ws_url"]
         async with trio.open_nursery() as nursery:

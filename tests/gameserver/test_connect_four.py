@@ -1,20 +1,19 @@
 """Connect four: the rules on a bare Simulation, then real play on a node under MockClock."""
 
-import json
 
 import pytest
 import trio
 from hypothesis import given, settings, strategies as st
 
 from gameserver import protocol
-from gameserver.actor import InputMessage, JoinRequest, LeaveRequest
+from gameserver.actor import InputMessage, LeaveRequest
 from gameserver.config import NodeConfig
-from gameserver.connection import Connection
 from gameserver.games import builtin_games
 from gameserver.games.connect_four import COLUMNS, ROWS, ConnectFour, Params, four_from
 from gameserver.node import Node
 from gameserver.protocol import Input
 from gameserver.simulation import INPUT, JOIN, LEAVE, TIMER, Command, Simulation
+from node_helpers import frames, join, wall
 
 NOW = 1_800_000_000.0
 EPOCH = NOW
@@ -294,22 +293,9 @@ def test_the_same_moves_give_the_same_state():
 # -- on a node, under MockClock ---------------------------------------------------------------
 
 
-def wall():
-    return EPOCH + trio.current_time()
-
-
 def make_node(tmp_path, **config):
     config.setdefault("hibernate_after_s", float("inf"))
     return Node(NodeConfig(data_dir=tmp_path, **config), builtin_games(), wall_clock=wall, offload=False)
-
-
-async def join(node, match_id, player):
-    conn = Connection(match_id=match_id, player=player, role="player", fmt=protocol.JSON, resume_tick=None,
-                      max_frames=1000)
-    assert await node.submit(match_id, JoinRequest(conn))
-    await conn.admitted.wait()
-    assert conn.admission_error is None, conn.admission_error
-    return conn
 
 
 class Seat:
@@ -320,10 +306,6 @@ class Seat:
         self.seq += 1
         assert await self.node.submit(self.match_id, InputMessage(self.conn, Input(self.seq, {"column": column})))
         await trio.sleep(0.01)
-
-
-def frames(conn):
-    return [json.loads(f) for f in conn.take()]
 
 
 async def two_players(node, **params):

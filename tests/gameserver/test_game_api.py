@@ -9,13 +9,13 @@ import trio
 from gameserver import protocol, storage
 from gameserver.actor import InputMessage, JoinRequest
 from gameserver.config import NodeConfig
-from gameserver.connection import Connection
 from gameserver.game import Game, KeyValue, NoParams
 from gameserver.node import Node
 from gameserver.protocol import Input
 from gameserver.records import step_record
+from node_helpers import connection
 from gameserver.recovery import create_match_file, restore
-from gameserver.simulation import INPUT, JOIN, Command
+from gameserver.simulation import JOIN, Command
 from gameserver.storage import MatchStore
 
 
@@ -101,8 +101,7 @@ async def test_views_hide_other_hands_and_events_reach_everyone(tmp_path, nurser
     actor = await node.actor(meta.match_id)
     conns = {}
     for player in ("a", "b"):
-        conns[player] = Connection(match_id=meta.match_id, player=player, role="player", fmt=protocol.JSON,
-                                   resume_tick=None, max_frames=64)
+        conns[player] = connection(meta.match_id, player, "player", max_frames=64)
         await actor.submit(JoinRequest(conns[player]))
         await conns[player].admitted.wait()
     hand_a = list(actor.sim.state.cards["a"])
@@ -123,8 +122,7 @@ async def test_synchronous_full_commits_off_the_event_loop(tmp_path, nursery):
     await nursery.start(node.run)
     meta = await node.create_match("cards")
     actor = await node.actor(meta.match_id)
-    conn = Connection(match_id=meta.match_id, player="a", role="player", fmt=protocol.JSON, resume_tick=None,
-                      max_frames=64)
+    conn = connection(meta.match_id, "a", max_frames=64)
     with trio.fail_after(10):
         await actor.submit(JoinRequest(conn))
         await conn.admitted.wait()
@@ -138,8 +136,7 @@ async def test_a_second_connection_replaces_the_first(tmp_path, nursery, autojum
     await nursery.start(node.run)
     meta = await node.create_match("cards")
     actor = await node.actor(meta.match_id)
-    first, second = (Connection(match_id=meta.match_id, player="a", role="player", fmt=protocol.JSON,
-                                resume_tick=None, max_frames=64) for _ in range(2))
+    first, second = (connection(meta.match_id, "a", "player", max_frames=64) for _ in range(2))
     for conn in (first, second):
         await actor.submit(JoinRequest(conn))
         await conn.admitted.wait()
@@ -150,7 +147,7 @@ async def test_a_second_connection_replaces_the_first(tmp_path, nursery, autojum
 
 def test_outbox_keeps_only_the_newest_state_and_bounds_the_rest():
     slow = []
-    conn = Connection(match_id="m", player="p", role="player", fmt=protocol.JSON, resume_tick=None, max_frames=3)
+    conn = connection("m", "p", max_frames=3)
     conn.on_slow = lambda: slow.append(True)
     for tick in range(100):
         conn.offer_state(f"state {tick}")
@@ -214,8 +211,7 @@ async def test_a_spectator_leaving_does_not_unseat_the_player(tmp_path, nursery,
     await nursery.start(node.run)
     meta = await node.create_match("cards")
     actor = await node.actor(meta.match_id)
-    player, watcher = (Connection(match_id=meta.match_id, player="a", role=role, fmt=protocol.JSON,
-                                  resume_tick=None, max_frames=64) for role in ("player", "spectator"))
+    player, watcher = (connection(meta.match_id, "a", role, max_frames=64) for role in ("player", "spectator"))
     for conn in (player, watcher):
         await actor.submit(JoinRequest(conn))
         await conn.admitted.wait()
@@ -236,8 +232,7 @@ async def test_joiners_of_a_crashing_tick_are_answered(tmp_path, nursery, autoju
     await nursery.start(node.run)
     meta = await node.create_match("doomed")
     actor = await node.actor(meta.match_id)
-    conn = Connection(match_id=meta.match_id, player="a", role="player", fmt=protocol.JSON, resume_tick=None,
-                      max_frames=64)
+    conn = connection(meta.match_id, "a", max_frames=64)
     await actor.submit(JoinRequest(conn))
     with trio.fail_after(5):
         await conn.admitted.wait()

@@ -4,7 +4,6 @@ The node's wall clock is tied to trio's clock, so alarms due in "seconds since t
 MockClock's time, exactly and instantly.
 """
 
-import json
 import sqlite3
 
 import attrs
@@ -12,20 +11,13 @@ import pytest
 import trio
 
 from gameserver import protocol, storage
-from gameserver.actor import InputMessage, JoinRequest
+from gameserver.actor import InputMessage
 from gameserver.config import NodeConfig
-from gameserver.connection import Connection
-from gameserver.game import EMPTY_PAUSE, Game, NoParams
+from gameserver.game import EMPTY_PAUSE, Game
 from gameserver.games.arena import Arena
 from gameserver.node import MatchOver, Node
 from gameserver.protocol import Input
-
-EPOCH = 1_800_000_000.0
-
-
-def wall():
-    return EPOCH + trio.current_time()
-
+from node_helpers import EPOCH, frames, join, wall
 
 @attrs.define
 class Journal:
@@ -113,19 +105,6 @@ async def node(tmp_path, nursery, autojump_clock):
     await node.shutdown()
 
 
-def connection(match_id, player, role="player"):
-    return Connection(match_id=match_id, player=player, role=role, fmt=protocol.JSON, resume_tick=None,
-                      max_frames=1000)
-
-
-async def join(node, match_id, player, role="player"):
-    conn = connection(match_id, player, role)
-    assert await node.submit(match_id, JoinRequest(conn))
-    await conn.admitted.wait()
-    assert conn.admission_error is None, conn.admission_error
-    return conn
-
-
 class Player:
     """A seated clockwork player sending orders."""
 
@@ -145,10 +124,6 @@ async def clockwork(node):
 
 async def journal(node, match_id):
     return (await node.actor(match_id)).sim.state
-
-
-def frames(conn):
-    return [json.loads(f) for f in conn.take()]
 
 
 # -- alarms -----------------------------------------------------------------------------------
@@ -191,7 +166,6 @@ async def test_an_alarm_set_inside_its_handler_is_kept(node, autojump_clock):
     match_id, ann = await clockwork(node)
     await ann.order(op="rearm")
     await ann.order(op="alarm", after=1)
-    start = trio.current_time()
     await trio.sleep(20)
     fired = (await journal(node, match_id)).fired
     assert [f[0] for f in fired] == ["alarm", "alarm"]
@@ -330,6 +304,10 @@ async def test_an_empty_match_with_the_pause_policy_pauses_hibernates_and_resume
     tick = actor.sim.state.tick
     await trio.sleep(15)
     assert meta.match_id not in node.actors and meta.match_id in node.hibernated  # a paused match hibernates
+    revived = await node.actor(meta.match_id)  # woken with nobody connected: it stays paused
+    assert revived.paused
+    await trio.sleep(30)
+    assert revived.sim.state.tick == tick and revived.status == "running"
     ann = await join(node, meta.match_id, "ann")  # coming back wakes it and resumes the ticks
     revived = await node.actor(meta.match_id)
     await trio.sleep(1)

@@ -1,6 +1,5 @@
 """The node and its actors under a MockClock, with in-memory connections (no sockets)."""
 
-import json
 import sqlite3
 
 import attrs
@@ -10,11 +9,11 @@ import trio
 from gameserver import protocol, storage
 from gameserver.actor import InputMessage, JoinRequest
 from gameserver.config import NodeConfig
-from gameserver.connection import Connection
 from gameserver.game import Game
 from gameserver.games.arena import Arena
 from gameserver.node import MatchNotFound, MatchOver, MatchUnavailable, Node
 from gameserver.protocol import Input
+from node_helpers import connection, frames
 
 
 @attrs.define
@@ -51,13 +50,9 @@ async def node(tmp_path, nursery):
     await node.shutdown()
 
 
-def frames(conn):
-    return [json.loads(f) for f in conn.take()]
-
-
-async def join(actor, player, role="player", fmt=protocol.JSON, resume_tick=None):
-    conn = Connection(match_id=actor.match_id, player=player, role=role, fmt=fmt, resume_tick=resume_tick,
-                      max_frames=64)
+async def join(actor, player, role="player", resume_tick=None):
+    """Join straight through the actor (not the node), as the node's own tests need."""
+    conn = connection(actor.match_id, player, role, resume_tick=resume_tick, max_frames=64)
     assert await actor.submit(JoinRequest(conn))
     await conn.admitted.wait()
     return conn

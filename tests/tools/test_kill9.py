@@ -40,6 +40,19 @@ async def start_server(data_dir, port, ws_port, extra=()):
     return process
 
 
+async def terminate(server):
+    """SIGTERM: a clean shutdown exits 0."""
+    server.send_signal(signal.SIGTERM)
+    with trio.fail_after(15):
+        assert await server.wait() == 0
+
+
+async def ensure_dead(server):
+    if server.returncode is None:
+        server.kill()
+        await server.wait()
+
+
 async def test_kill9_mid_match_then_resume(tmp_path):
     port, ws_port = free_port(), free_port()
     server = await start_server(tmp_path, port, ws_port)
@@ -81,13 +94,9 @@ async def test_kill9_mid_match_then_resume(tmp_path):
             store.close()
         assert json.loads(rebuilt.canonical()) == seen.state
         assert set(range(1, 63)) <= logged
-        server.send_signal(signal.SIGTERM)
-        with trio.fail_after(15):
-            assert await server.wait() == 0
+        await terminate(server)
     finally:
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
+        await ensure_dead(server)
 
 
 async def test_alarms_due_while_the_process_was_dead_fire_after_restart(tmp_path):
@@ -120,10 +129,6 @@ async def test_alarms_due_while_the_process_was_dead_fire_after_restart(tmp_path
                     break
                 await trio.sleep(0.05)
         assert len(fired) == 1 and fired[0]["ran"] >= fired[0]["due"]
-        server.send_signal(signal.SIGTERM)
-        with trio.fail_after(15):
-            assert await server.wait() == 0
+        await terminate(server)
     finally:
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
+        await ensure_dead(server)
