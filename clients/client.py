@@ -114,7 +114,8 @@ class ArbiterHTTP:
 
 class MatchClient:
     def __init__(self, ws_url: str, token: str, *, fmt: str = "json", state_type: type | None = None,
-                 reconnect: bool = True, max_reconnect_s: float = 30.0, connect_timeout: float = 10.0):
+                 reconnect: bool = True, max_reconnect_s: float = 30.0, connect_timeout: float = 10.0,
+                 attachment: Any = None):
         if fmt not in ("json", "msgpack"):
             raise ValueError("fmt is json or msgpack")
         self.ws_url = ws_url
@@ -124,6 +125,7 @@ class MatchClient:
         self.reconnect = reconnect
         self.max_reconnect_s = max_reconnect_s
         self.connect_timeout = connect_timeout
+        self.attachment = attachment  # sent with every auth; kept with the connection on the server
         self.player: str | None = None
         self.tick = -1  # the last tick seen, for resume
         self.acked = 0  # this player's last acknowledged seq
@@ -256,6 +258,8 @@ class MatchClient:
             ws = await connect_websocket_url(self._nursery, self.ws_url, subprotocols=[subprotocol],
                                              max_message_size=1 << 20)
             auth: dict[str, Any] = {"t": "auth", "token": self.token}
+            if self.attachment is not None:
+                auth["attachment"] = self.attachment
             if resume and self.tick >= 0:
                 auth["resume_tick"] = self.tick
             try:

@@ -116,6 +116,7 @@ class Actor:
         self._arriving: list[Connection] = []  # drained join requests, answered after the step's commit
         self._gone: list[Connection] = []  # closed connections, detached at the next step
         self._alarm_writes: list[tuple[str, Alarm | None]] = []  # runtime alarm changes not yet committed
+        self._connections_changed = True  # the file's `connections` table must be rewritten
         self.paused = False
         self.hibernated = False
         self.finished = trio.Event()  # the task is over: the match ended, or the actor stopped or hibernated
@@ -174,7 +175,9 @@ class Actor:
         self._wakeup.set()
 
     def describe(self) -> dict[str, Any]:
-        players = [{"player_id": p, "connected": p in self.by_player, "seated": True} for p in self.sim.seated]
+        players = [{"player_id": p, "connected": p in self.by_player, "seated": True,
+                    "attachment": self.by_player[p].attachment if p in self.by_player else None}
+                   for p in self.sim.seated]
         meta = attrs.evolve(self.meta, status=self.status, status_reason=self.status_reason, tick=self.sim.tick)
         return describe_match(meta, players=players, connections=len(self.connections), live=True,
                               alarms=sorted(self.alarms.values(), key=lambda a: (a.due, a.name)), paused=self.paused)
@@ -436,10 +439,14 @@ class Actor:
         self._alarm_writes.append((name, alarm))
 
     def _flush_alarms(self, now: float) -> None:
-        """Commit alarm changes that no step carried (a drop, a reconnect, a failed attempt)."""
-        if self._alarm_writes and not self.over:
-            self.store.write_alarms(self._alarm_writes, alarm_math.earliest(self.alarms.values()), now=now)
+        """Commit alarm changes that no step carried (a drop, a reconnect, a failed attempt), and the
+        open connections with their attachments if they changed."""
+        if (self._alarm_writes or self._connections_changed) and not self.over:
+            rows = [c.row() for c in self.connections.values()] if self._connections_changed else None
+            self.store.write_alarms(self._alarm_writes, alarm_math.earliest(self.alarms.values()), now=now,
+                                    connections=rows)
             self._alarm_writes = []
+            self._connections_changed = False
             self._report_alarm()
 
     def _report_alarm(self) -> None:
@@ -560,9 +567,11 @@ class Actor:
             self.by_player[conn.player] = conn
             self._set_alarm(grace_name(conn.player), None)
         self.connections[conn.id] = conn
+        self._connections_changed = True
 
     def _detach(self, conn: Connection, left: bool = False) -> None:
-        self.connections.pop(conn.id, None)
+        if self.connections.pop(conn.id, None) is not None:
+            self._connections_changed = True
         if self.by_player.get(conn.player) is conn:
             del self.by_player[conn.player]
             if not left and conn.player in self.sim.seated and not self.over:

@@ -19,17 +19,20 @@ _ids = itertools.count(1)
 
 
 class Connection:
-    __slots__ = ("id", "match_id", "player", "role", "fmt", "resume_tick", "queue", "pending_state",
+    __slots__ = ("id", "match_id", "player", "role", "fmt", "resume_tick", "attachment", "connected_at",
+                 "queue", "pending_state",
                  "close_request", "wakeup", "admitted", "admission_error", "max_frames", "on_slow")
 
     def __init__(self, *, match_id: str, player: str, role: str, fmt: str, resume_tick: int | None,
-                 max_frames: int):
+                 max_frames: int, attachment: object = None, connected_at: float = 0.0):
         self.id = next(_ids)
         self.match_id = match_id
         self.player = player
         self.role = role
         self.fmt = fmt
         self.resume_tick = resume_tick
+        self.attachment = attachment  # the client's, up to 16 KiB of JSON; kept while the match hibernates
+        self.connected_at = connected_at
         self.queue: deque[str | bytes] = deque()
         self.pending_state: str | bytes | None = None
         self.close_request: tuple[int, str] | None = None
@@ -38,6 +41,10 @@ class Connection:
         self.admission_error: tuple[int, str] | None = None
         self.max_frames = max_frames
         self.on_slow = None  # set by the endpoint: counts a slow-consumer disconnect
+
+    def row(self) -> tuple:
+        """This connection as the match file records it (table `connections`)."""
+        return (self.id, self.player, self.role, self.attachment, self.connected_at)
 
     @property
     def closing(self) -> bool:

@@ -138,7 +138,8 @@ class Endpoint:
             await close(ws, protocol.CLOSE_AUTH_FAILED, "the token is for another match")
             return None
         conn = Connection(match_id=match_id, player=grant.player, role=grant.role, fmt=fmt,
-                          resume_tick=auth.resume_tick, max_frames=self.config.outbox_frames)
+                          resume_tick=auth.resume_tick, max_frames=self.config.outbox_frames,
+                          attachment=auth.attachment, connected_at=self.wall_clock())
         conn.on_slow = self.node.metrics.slow_consumers.inc
         try:
             accepted = await self.node.submit(match_id, JoinRequest(conn))

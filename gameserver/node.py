@@ -374,9 +374,11 @@ class Node:
             raise MatchNotFound(f"no match {match_id}")
 
         meta, players, alarms = await self._read_file(path, with_alarms=True)
-        held = {conn.player for conn in self.hibernated.get(match_id, []) if conn.role == PLAYER}
+        held = {conn.player: conn for conn in self.hibernated.get(match_id, []) if conn.role == PLAYER}
         for player in players:
-            player["connected"] = player["player_id"] in held
+            conn = held.get(player["player_id"])
+            player["connected"] = conn is not None
+            player["attachment"] = conn.attachment if conn is not None else None
         return describe_match(meta, players=players, connections=len(self.hibernated.get(match_id, [])), live=False,
                               alarms=alarms)
 
@@ -391,7 +393,7 @@ class Node:
         def read() -> Any:
             store = MatchStore.open(path, read_only=True, check=False)
             try:
-                players = [{"player_id": p, "connected": False, "seated": left is None}
+                players = [{"player_id": p, "connected": False, "seated": left is None, "attachment": None}
                            for p, _joined, left in store.players()]
                 if with_alarms:
                     return store.meta(), players, store.alarms()

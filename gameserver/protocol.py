@@ -22,6 +22,7 @@ SUBPROTOCOL_OF = {fmt: name for name, fmt in SUBPROTOCOLS.items()}
 MAX_FRAME_BYTES = 64 * 1024
 MAX_TOKEN_CHARS = 4096
 MAX_PING_ID_CHARS = 64
+MAX_ATTACHMENT_BYTES = 16 * 1024  # a connection's attachment, as JSON
 MAX_SEQ = 2**53 - 1  # exact in every client's numbers, JavaScript's too
 
 # Close codes. 1000-1013 are RFC 6455's; 4000-4999 are Arbiter's.
@@ -54,6 +55,7 @@ class ProtocolError(Exception):
 class Auth:
     token: str
     resume_tick: int | None = None
+    attachment: Any = None  # kept with the connection (through hibernation) and in the match file
 
 
 @attrs.frozen
@@ -116,12 +118,20 @@ def decode_client(frame: str | bytes, fmt: str) -> ClientMessage:
             raise ProtocolError("bad_frame", f"a ping id is a number or a string of at most {MAX_PING_ID_CHARS}")
         return Ping(ping_id)
     if kind == "auth":
-        _only(body, {"t", "token", "resume_tick"})
+        _only(body, {"t", "token", "resume_tick", "attachment"})
         token = body.get("token")
         if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_CHARS:
             raise ProtocolError("bad_frame", "auth needs a token string")
         resume = body.get("resume_tick")
-        return Auth(token, None if resume is None else _int(resume, "resume_tick"))
+        attachment = body.get("attachment")
+        if attachment is not None:
+            try:
+                size = len(encode(attachment))
+            except (TypeError, ValueError):
+                raise ProtocolError("bad_frame", "an attachment is plain JSON data") from None
+            if size > MAX_ATTACHMENT_BYTES:
+                raise ProtocolError("bad_frame", f"an attachment encodes to at most {MAX_ATTACHMENT_BYTES} bytes")
+        return Auth(token, None if resume is None else _int(resume, "resume_tick"), attachment)
     if kind == "leave":
         _only(body, {"t"})
         return Leave()

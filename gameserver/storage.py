@@ -27,7 +27,7 @@ from .records import Snapshot, StepRecord
 from .simulation import CANCELLED, ENDED
 from .simulation import Command
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x41524231  # "ARB1": tells an Arbiter match file from any other SQLite file
 SUFFIX = ".sqlite3"
 CACHE_KIB = 512  # SQLite's page cache per open match file (its default is 2 MiB; match files are small)
@@ -109,9 +109,15 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
                  "DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, last_error TEXT)")
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """The open connections and their attachments."""
+    conn.execute("CREATE TABLE connections (conn_id INTEGER PRIMARY KEY, player_id TEXT NOT NULL, role TEXT NOT NULL, "
+                 "attachment TEXT, connected_at REAL NOT NULL)")
+
+
 # MIGRATIONS[v] turns a version-v file into a version-(v + 1) file, inside one transaction.
 # New files are created at version 1 and migrated, so a new file and a migrated one are the same.
-MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 class MatchFileError(Exception):
@@ -414,14 +420,25 @@ class MatchStore:
                 conn.execute("ROLLBACK")
             raise
 
+    def connections(self) -> list[tuple[int, str, str, Any, float]]:
+        rows = self.conn.execute(
+            "SELECT conn_id, player_id, role, attachment, connected_at FROM connections ORDER BY conn_id")
+        return [(i, p, r, json.loads(a) if a is not None else None, at) for i, p, r, a, at in rows]
+
     def write_alarms(self, writes: list[tuple[str, Alarm | None]], next_alarm_at: float | None,
-                     status: tuple[str, str | None] | None = None, now: float = 0.0) -> None:
-        """Set or delete runtime alarms outside a step (a drop, a failed attempt), in one transaction."""
+                     status: tuple[str, str | None] | None = None, now: float = 0.0,
+                     connections: list[tuple] | None = None) -> None:
+        """Set or delete runtime alarms outside a step (a drop, a reconnect, a failed attempt), and
+        record the open connections if they changed (`connections`: every row), in one transaction."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._write_alarms(conn, writes)
             conn.execute("UPDATE match SET next_alarm_at = ?", (next_alarm_at,))
+            if connections is not None:
+                conn.execute("DELETE FROM connections")
+                conn.executemany("INSERT INTO connections (conn_id, player_id, role, attachment, connected_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", [(i, p, r, _json(a), at) for i, p, r, a, at in connections])
             if status is not None:
                 conn.execute("UPDATE match SET status = ?, status_reason = ?, updated_at = ?", (*status, now))
             conn.execute("COMMIT")

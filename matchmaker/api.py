@@ -64,6 +64,8 @@ class PlayerStatus(BaseModel):
     player_id: str
     connected: bool
     seated: bool
+    attachment: Any = Field(default=None, description="what the player's connection attached at auth (JSON, "
+                                                      "at most 16 KiB), while connected")
 
 
 class AlarmStatus(BaseModel):

@@ -24,6 +24,7 @@ class Journal:
     fired: list = attrs.field(factory=list)  # [name, ctx.now - EPOCH, ctx.retry]
     fail_until_retry: int = 0  # handlers raise while ctx.retry is below this
     rearm: bool = False
+    delete_inside: bool = False
 
 
 @attrs.frozen
@@ -62,8 +63,12 @@ class Clockwork(Game):
                 state.fail_until_retry = order.count
             elif order.op == "rearm":
                 state.rearm = True
+            elif order.op == "delete_inside":
+                state.delete_inside = True
 
     def on_alarm(self, state, ctx):
+        if state.delete_inside:
+            ctx.delete_alarm()  # deleting the alarm while its handler runs: the handler goes on
         self._record(state, "alarm", ctx)
         if state.rearm:
             state.rearm = False
@@ -170,6 +175,15 @@ async def test_an_alarm_set_inside_its_handler_is_kept(node, autojump_clock):
     fired = (await journal(node, match_id)).fired
     assert [f[0] for f in fired] == ["alarm", "alarm"]
     assert fired[1][1] - fired[0][1] == pytest.approx(5)
+
+
+async def test_deleting_the_alarm_inside_its_handler_does_not_cancel_the_handler(node, autojump_clock):
+    match_id, ann = await clockwork(node)
+    await ann.order(op="delete_inside")
+    await ann.order(op="alarm", after=1)
+    await trio.sleep(10)
+    assert [f[0] for f in (await journal(node, match_id)).fired] == ["alarm"]
+    assert (await node.actor(match_id)).alarms == {}
 
 
 async def test_a_raising_handler_is_retried_with_backoff_and_told_the_count(node, autojump_clock):

@@ -103,3 +103,10 @@ def test_format_is_enforced():
 def test_state_frame_is_valid_json():
     frame = protocol.state_frame_json(7, b'{"a":3}', b'{"tick":7}')
     assert json.loads(frame) == {"t": "state", "tick": 7, "acks": {"a": 3}, "state": {"tick": 7}}
+
+
+def test_an_auth_may_carry_an_attachment_of_at_most_16_kib():
+    message = protocol.decode_client(json.dumps({"t": "auth", "token": "x", "attachment": {"v": "1.2"}}), protocol.JSON)
+    assert message == Auth("x", None, {"v": "1.2"})
+    with pytest.raises(ProtocolError):
+        protocol.decode_client(json.dumps({"t": "auth", "token": "x", "attachment": "z" * 17000}), protocol.JSON)

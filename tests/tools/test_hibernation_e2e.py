@@ -9,7 +9,9 @@ import trio
 from trio_websocket import open_websocket_url
 
 from clients.client import ArbiterHTTP, MatchClient, State, Welcome
+from gameserver import storage
 from gameserver.config import NodeConfig
+from gameserver.storage import MatchStore
 from gameserver.game import Game
 from tools.alarms import collect
 from tools.up import ServerConfig, run_server
@@ -68,9 +70,16 @@ async def test_a_hibernated_match_answers_pings_asleep_and_wakes_on_a_move(runni
         match = await http.create_match("stubborn")
         grant = await http.join_token(match["match_id"], "ann")
     match_id = match["match_id"]
-    async with MatchClient(grant["ws_url"], grant["token"]) as ann:
+    async with MatchClient(grant["ws_url"], grant["token"], attachment={"client": "bench", "v": 3}) as ann:
         assert isinstance(await ann.receive(), Welcome)
         await until(lambda: match_id in node.hibernated)
+        # the connection and its attachment are kept by the node, and recorded in the match file
+        assert [c.attachment for c in node.hibernated[match_id]] == [{"client": "bench", "v": 3}]
+        store = MatchStore.open(storage.match_path(running.node.data_dir, match_id), read_only=True, check=False)
+        try:
+            assert [(p, a) for _i, p, _r, a, _at in store.connections()] == [("ann", {"client": "bench", "v": 3})]
+        finally:
+            store.close()
         async with open_websocket_url(grant["ws_url"]) as other:  # a second socket, not in the match
             await other.send_message('{"t":"ping","id":1}')
             assert json.loads(await other.get_message()) == {"t": "pong", "id": 1}
@@ -80,6 +89,7 @@ async def test_a_hibernated_match_answers_pings_asleep_and_wakes_on_a_move(runni
         async with httpx.AsyncClient(base_url=running.http_url) as client:
             status = (await client.get(f"/v1/matches/{match_id}")).json()
             assert status["live"] is False and status["players"][0]["connected"] is True
+            assert status["players"][0]["attachment"] == {"client": "bench", "v": 3}
             assert (await client.get("/healthz")).json()["hibernated_matches"] == 1
         seq = await ann.send_input({})
         with trio.fail_after(10):
