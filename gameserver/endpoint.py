@@ -81,6 +81,10 @@ class Endpoint:
         self.node.metrics.connections.inc()
         try:
             await self._serve(ws, match.group(1), fmt)
+        except Exception:
+            # A bug must cost this connection, never the listener and every other connection.
+            log.exception("connection to match %s failed", match.group(1))
+            await close(ws, protocol.CLOSE_INTERNAL, "internal error", timeout=1)
         finally:
             self.open -= 1
             self.node.metrics.connections.dec()

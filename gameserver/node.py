@@ -271,9 +271,9 @@ class Node:
             pending = self._activating.get(match_id)
             if pending is None:
                 break
+            # Another caller is activating it: wait, then look again. (If that activation failed,
+            # or the actor already left, the first of us to get here activates; the rest wait.)
             await pending.wait()
-            if match_id not in self.actors:
-                break  # the activation we waited for failed: try (and report) it ourselves
         done = trio.Event()
         self._activating[match_id] = done
         try:

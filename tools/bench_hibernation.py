@@ -337,7 +337,12 @@ def run(args: argparse.Namespace) -> dict:
                     memory = await bench.memory(http) if args.matches else {}
                     return {"wake": wake, "lateness": lateness, "memory": memory}
 
-            raw = trio.run(phases)
+            try:
+                raw = trio.run(phases)
+            except BaseException:
+                log = (work / "server.log").read_text(errors="replace").splitlines()
+                print("the server's last log lines:\n" + "\n".join(log[-30:]), file=sys.stderr)
+                raise
         finally:
             _stop_server(server)
     memory = raw["memory"]

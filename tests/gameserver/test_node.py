@@ -224,3 +224,27 @@ async def test_a_full_inbox_makes_senders_wait_then_refuses(tmp_path, nursery, a
     assert await actor.submit(InputMessage(conn, Input(1, {"dx": 1, "dy": 1})))
     results = [await actor.submit(InputMessage(conn, Input(s, {"dx": 1, "dy": 1}))) for s in (2, 3, 4)]
     assert False in results  # refused, never silently dropped: the caller closes with 1013
+
+
+async def test_waiters_of_a_failed_or_short_activation_activate_once(tmp_path, nursery, autojump_clock):
+    """Callers waiting on an activation whose actor is gone at once: activations never overlap."""
+    node = Node(NodeConfig(data_dir=tmp_path, hibernate_after_s=0.0), {"arena": Arena})
+    await nursery.start(node.run)
+    meta = await node.create_match("arena", {"lobby_s": 60})  # a lobby: not ticking, hibernates at once
+    running, overlap = [0], [0]
+    real_activate = node._activate
+
+    async def counting(match_id):
+        running[0] += 1
+        overlap[0] = max(overlap[0], running[0])
+        try:
+            return await real_activate(match_id)
+        finally:
+            running[0] -= 1
+
+    node._activate = counting
+    async with trio.open_nursery() as callers:
+        for _ in range(8):
+            callers.start_soon(node.actor, meta.match_id)
+    assert overlap[0] == 1  # one actor per match id, ever
+    assert node._activating == {}
