@@ -9,9 +9,9 @@ in a subprocess on a fresh data directory, then, over real loopback WebSockets:
 2. alarms: `--alarm-matches` matches (one client each) each set a timer due 2 to 6 s later and
    hibernate; the game reports the step time at which each timer ran; lateness = that - due.
 3. memory: `--matches` matches with 2 connected clients each, all hibernated. The server's RSS is
-   read before the matches connect and after all of them hibernated; then `--bare` extra
-   connections that never authenticate give the cost of a connection alone. Per hibernated match:
-   (RSS after - RSS before - 2 x matches x connection cost) / matches.
+   read before the matches connect and after all of them hibernated; then `--bare` spectators of
+   one of the matches (authenticated connections that own no match) give the cost of a connection
+   alone. Per hibernated match: (RSS after - RSS before - 2 x matches x connection cost) / matches.
 
 Prints one JSON object (`--json`) with `hibernated_bytes_per_match`, `wake_ms` and
 `alarm_lateness_ms`, and the raw figures behind them.
@@ -122,8 +122,8 @@ class Bench:
                 nursery.start_soon(one)
         return ids
 
-    async def grant(self, http: httpx.AsyncClient, match_id: str, player: str) -> dict:
-        response = await http.post(f"/v1/matches/{match_id}/tokens", json={"player_id": player})
+    async def grant(self, http: httpx.AsyncClient, match_id: str, player: str, role: str = "player") -> dict:
+        response = await http.post(f"/v1/matches/{match_id}/tokens", json={"player_id": player, "role": role})
         response.raise_for_status()
         return response.json()
 
@@ -232,7 +232,6 @@ class Bench:
                 if not released:
                     limit.release()
 
-        bare_url = (await self.grant(http, ids[0], "x"))["ws_url"]
         async with trio.open_nursery() as nursery:
             for match_id in ids:
                 for player in ("a", "b"):
@@ -243,28 +242,34 @@ class Bench:
             await self.until_hibernated(http, matches, timeout=600)
             await trio.sleep(1)
             hibernated = rss_bytes(self.pid)
-            bare_open = trio.Event()
-            bare_count = [0]
+            # A connection's own cost: authenticated spectators of one match, which own no match.
+            watchers = [await self.grant(http, ids[0], f"w{i}", role="spectator") for i in range(self.args.bare)]
+            watching = [0]
+            all_watching = trio.Event()
 
-            async def bare() -> None:  # connected, never authenticated: a connection's own cost
-                async with open_websocket_url(bare_url):
-                    bare_count[0] += 1
-                    if bare_count[0] == self.args.bare:
-                        bare_open.set()
+            async def watch(grant: dict) -> None:
+                async with open_websocket_url(grant["ws_url"]) as ws:
+                    await ws.send_message(json.dumps({"t": "auth", "token": grant["token"]}))
+                    await _until_ack(ws, 0)
+                    watching[0] += 1
+                    if watching[0] == self.args.bare:
+                        all_watching.set()
                     await stop.wait()
 
-            for _ in range(self.args.bare):
-                nursery.start_soon(bare)
-            with trio.fail_after(120):
-                await bare_open.wait()
-            await trio.sleep(1)
+            for grant in watchers:
+                nursery.start_soon(watch, grant)
+            with trio.fail_after(300):
+                await all_watching.wait()
+            await self.until_hibernated(http, matches, timeout=120)
+            await trio.sleep(2)
             with_bare = rss_bytes(self.pid)
             stop.set()
         per_connection = (with_bare - hibernated) / self.args.bare
         per_match = (hibernated - before - 2 * matches * per_connection) / matches
         return {"hibernated_bytes_per_match": round(per_match), "connection_bytes": round(per_connection),
                 "rss_before_mb": round(before / 2**20, 1), "rss_hibernated_mb": round(hibernated / 2**20, 1),
-                "rss_with_bare_mb": round(with_bare / 2**20, 1), "matches": matches, "connections": 2 * matches}
+                "rss_with_spectators_mb": round(with_bare / 2**20, 1), "spectators": self.args.bare,
+                "matches": matches, "connections": 2 * matches}
 
 
 async def _until_ack(ws, seq: int) -> None:

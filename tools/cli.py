@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     hibernation.add_argument("--wakes", type=_positive_int, default=5, help="wakes per match (default 5)")
     hibernation.add_argument("--alarm-matches", type=_positive_int, default=1000, help="matches with a timer (1000)")
     hibernation.add_argument("--bare", type=_positive_int, default=1000,
-                             help="unauthenticated connections measured for a connection's own cost (1000)")
+                             help="spectator connections measured for a connection's own cost (1000)")
     hibernation.add_argument("--json", action="store_true", help="print only the JSON object")
     recovery = workloads.add_parser("recovery", help="re-activation time of a long arena match")
     recovery.add_argument("--ticks", type=_positive_int, default=12_000, help="logged ticks (default 12000: 10 min)")
