@@ -97,7 +97,10 @@ class Actor:
     def __init__(self, *, game: Game, store: MatchStore, sim: Simulation, meta: MatchMeta, config: NodeConfig,
                  metrics: Metrics, wall_clock: Callable[[], float], alarms: list[Alarm] | None = None,
                  adopted: list[Connection] | None = None,
-                 schedule_alarm: Callable[[str, float | None], None] | None = None):
+                 schedule_alarm: Callable[[str, float | None], None] | None = None,
+                 on_hibernate: Callable[[str, list[Connection]], None] | None = None,
+                 offload: Callable[..., Any] = trio.to_thread.run_sync,
+                 recorded_connections: set[int] | None = None):
         self.match_id = meta.match_id
         self.game = game
         self.store = store
@@ -110,6 +113,8 @@ class Actor:
         self.wall_clock = wall_clock
         self.alarms: dict[str, Alarm] = {a.name: a for a in alarms or []}
         self._schedule_alarm = schedule_alarm or (lambda _match, _due: None)
+        self._on_hibernate = on_hibernate or (lambda _match, _connections: None)
+        self._offload = offload
         self._send, self._receive = trio.open_memory_channel[InboxItem](config.inbox_size)
         self.connections: dict[int, Connection] = {}
         self.by_player: dict[str, Connection] = {}
@@ -131,6 +136,8 @@ class Actor:
         self.log = logging.LoggerAdapter(log, {"match": self.match_id})
         for conn in adopted or []:  # connections kept open by the node while the match hibernated
             self._attach(conn)
+        # The file's `connections` table is rewritten only if it does not list exactly these.
+        self._connections_changed = set(self.connections) != (recorded_connections or set())
 
     # -- called by connections and the node ---------------------------------------------------
 
@@ -195,9 +202,11 @@ class Actor:
             if not self.hibernated:
                 self._close_all(self._stop_code, self._stop_reason)
             self._refuse_waiting()
-            self.finished.set()
             self._send.close()
-            self.store.close()
+            self.finished.set()
+            # Closing checkpoints the WAL into the file (and syncs it): not on the event loop.
+            with trio.CancelScope(shield=True):
+                await self._offload(self.store.close)
 
     def _on_activation(self) -> None:
         now = self.wall_clock()
@@ -482,11 +491,10 @@ class Actor:
             self.store.write_snapshot(snapshot_of(self.sim))
         self.hibernated = True
         self.metrics.hibernations.inc()
+        # Handed over now, synchronously: a message arriving from here on wakes a new actor, which
+        # must find these connections with the node.
+        self._on_hibernate(self.match_id, list(self.connections.values()))
         self.log.debug("hibernating at tick %d with %d connections", self.sim.tick, len(self.connections))
-
-    def adopted_connections(self) -> list[Connection]:
-        """The open connections a hibernated actor leaves to its node."""
-        return list(self.connections.values())
 
     # -- output -------------------------------------------------------------------------------
 

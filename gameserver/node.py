@@ -182,6 +182,9 @@ class Node:
             return
         if self.closing or match_id in self._activating:
             return
+        if match_id in self.unfinished:
+            await self._wake(match_id)  # it handles its due alarms as it starts (or is over: MatchOver)
+            return
         path = storage.match_path(self.data_dir, match_id)
         try:
             meta, _players, alarms = await self._read_file(path, with_alarms=True)
@@ -291,7 +294,7 @@ class Node:
         # A match this node hibernated was checked when it was first activated: waking skips the check.
         check = match_id not in self.hibernated
 
-        def load() -> tuple[MatchStore, MatchMeta, Simulation, list[Alarm]]:
+        def load() -> tuple[MatchStore, MatchMeta, Simulation, list[Alarm], set[int]]:
             store = MatchStore.open(path, synchronous=self.config.synchronous, check=check)
             try:
                 meta = store.meta()
@@ -300,13 +303,14 @@ class Node:
                 game = self.games.get(meta.game)
                 if game is None:
                     raise MatchUnavailable(f"this node does not have the game {meta.game!r}")
-                return store, meta, restore(store, game), store.alarms()
+                recorded = {row[0] for row in store.connections()}
+                return store, meta, restore(store, game), store.alarms(), recorded
             except BaseException:
                 store.close()
                 raise
 
         try:
-            store, meta, sim, alarms = await self._offload(load)
+            store, meta, sim, alarms, recorded = await self._offload(load)
         except (MatchFileError, GameCrashed) as error:
             self._report_broken(path, str(error))
             self.unfinished.pop(match_id, None)
@@ -320,7 +324,8 @@ class Node:
             self.metrics.hibernated.set(len(self.hibernated))
         actor = Actor(game=self.games[meta.game], store=store, sim=sim, meta=meta, config=self.config,
                       metrics=self.metrics, wall_clock=self.wall_clock, alarms=alarms, adopted=adopted,
-                      schedule_alarm=self.scheduler.set)
+                      schedule_alarm=self.scheduler.set, on_hibernate=self._keep_connections, offload=self._offload,
+                      recorded_connections=recorded)
         assert self._nursery is not None, "Node.run must be running"
         await self._nursery.start(self._run_actor, actor)
         return actor
@@ -336,10 +341,12 @@ class Node:
             self.metrics.live_matches.dec()
             if actor.status in FINISHED:
                 self.unfinished.pop(actor.match_id, None)
-            if actor.hibernated:
-                self.hibernated[actor.match_id] = actor.adopted_connections()
-                self.metrics.hibernated.set(len(self.hibernated))
-                self._trim_soon()
+
+    def _keep_connections(self, match_id: str, connections: list[Connection]) -> None:
+        """A match hibernates: hold its open connections until it wakes."""
+        self.hibernated[match_id] = connections
+        self.metrics.hibernated.set(len(self.hibernated))
+        self._trim_soon()
 
     def _trim_soon(self) -> None:
         """After hibernations, give what they freed back to the OS (at most once a second)."""
@@ -367,7 +374,7 @@ class Node:
         except InvalidId as error:
             raise MatchNotFound(str(error)) from None
         actor = self.actors.get(match_id)
-        if actor is not None:
+        if actor is not None and not actor.finished.is_set():
             return actor.describe()
         path = storage.match_path(self.data_dir, match_id)
         if not path.exists():

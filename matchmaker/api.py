@@ -8,7 +8,7 @@ speaks attrs. Every error is `application/problem+json` (RFC 9457) with a stable
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
@@ -42,7 +42,7 @@ class Problem(BaseModel):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no coercion: `true` is not a number of seconds
 
 
 class CreateMatch(Strict):
@@ -140,9 +140,10 @@ class UnusableFile(BaseModel):
     reason: str
 
 
-def problem(status: int, code: str, detail: str, title: str | None = None) -> JSONResponse:
+def problem(status: int, code: str, detail: str, title: str | None = None,
+            headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = Problem(title=title or code.replace("_", " "), status=status, detail=detail, code=code)
-    return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM)
+    return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM, headers=headers)
 
 
 class ApiError(Exception):
@@ -158,7 +159,23 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
     app = FastAPI(title="Arbiter", version="0.1.0",
                   description="Match server HTTP API. Errors are application/problem+json (RFC 9457).",
                   responses={400: {"model": Problem, "description": "Bad request", "content": {PROBLEM: {}}},
+                             413: {"model": Problem, "description": "Request body too large", "content": {PROBLEM: {}}},
                              422: {"model": Problem, "description": "Invalid input", "content": {PROBLEM: {}}}})
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI puts a `model` under the route's media type (application/json, or text/plain for /metrics):
+        an error's schema is that of its only media type, application/problem+json."""
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate_openapi()  # and FastAPI keeps it as app.openapi_schema: fixed once
+        for operation in (op for path in document["paths"].values() for op in path.values()):
+            for response in operation["responses"].values():
+                if PROBLEM in response.get("content", {}):
+                    response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def ws_url(match_id: str) -> str:
         return f"{ws_base()}/v1/matches/{match_id}"
@@ -197,7 +214,7 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
     @app.exception_handler(StarletteHTTPException)
     async def on_http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return problem(error.status_code, code, str(error.detail))
+        return problem(error.status_code, code, str(error.detail), headers=error.headers)  # 405: Allow
 
     @app.get("/healthz", response_model=Health, tags=["node"])
     async def health() -> Health:
@@ -216,7 +233,8 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
                          max_players=g.max_players) for g in node.games.values()]
 
     @app.post("/v1/matches", response_model=MatchCreated, status_code=201, tags=["matches"],
-              dependencies=[Depends(admin)], responses={404: errors["default"], 409: errors["default"]})
+              dependencies=[Depends(admin)],
+              responses={401: errors["default"], 404: errors["default"], 409: errors["default"]})
     async def create_match(body: CreateMatch) -> MatchCreated:
         meta = await node.create_match(body.game, body.params, body.name)
         return MatchCreated(match_id=meta.match_id, game=meta.game, status=meta.status, ws_url=ws_url(meta.match_id))
@@ -237,7 +255,8 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
         return MatchStatus(**await node.describe(match_id), ws_url=ws_url(match_id))
 
     @app.post("/v1/matches/{match_id}/tokens", response_model=JoinToken, status_code=201, tags=["matches"],
-              dependencies=[Depends(admin)], responses={404: errors["default"], 409: errors["default"]})
+              dependencies=[Depends(admin)],
+              responses={401: errors["default"], 404: errors["default"], 409: errors["default"]})
     async def join_token(match_id: str, body: TokenRequest) -> JoinToken:
         described = await node.describe(match_id)  # 404 for an unknown match
         if described["status"] in ("ended", "cancelled", "crashed", "failed"):
@@ -248,13 +267,15 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
         return JoinToken(token=tokens.sign(secret, grant, now), match_id=match_id, player_id=body.player_id,
                          role=body.role, expires_at=grant.expires_at, ws_url=ws_url(match_id))
 
-    @app.get("/v1/alarms/failed", response_model=list[FailedAlarm], tags=["node"], dependencies=[Depends(admin)])
+    @app.get("/v1/alarms/failed", response_model=list[FailedAlarm], tags=["node"], dependencies=[Depends(admin)],
+             responses={401: errors["default"]})
     async def failed_alarms() -> list[FailedAlarm]:
         """Alarms whose handler kept raising until its retries ran out, in every match of this node."""
         return [FailedAlarm(match_id=match_id, name=a.name, due_at=a.due, retries=a.retries, failed=a.failed,
                             last_error=a.last_error) for match_id, a in await node.failed_alarms()]
 
-    @app.get("/v1/node/unusable", response_model=list[UnusableFile], tags=["node"], dependencies=[Depends(admin)])
+    @app.get("/v1/node/unusable", response_model=list[UnusableFile], tags=["node"], dependencies=[Depends(admin)],
+             responses={401: errors["default"]})
     async def unusable() -> list[UnusableFile]:
         return [UnusableFile(path=b.path, reason=b.reason) for b in node.broken.values()]
 

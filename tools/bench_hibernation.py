@@ -4,10 +4,13 @@ Starts `arbiter up` (with the turn-based bench game `Tally` below and a short hi
 in a subprocess on a fresh data directory, then, over real loopback WebSockets:
 
 1. wake: `--wake-matches` matches each get `--moves` moves (default 1,000) logged; then, several
-   times, the match is left to hibernate and one more move is sent: the time from sending it to
-   the state frame that acknowledges it is the wake latency, measured by the client.
-2. alarms: `--alarm-matches` matches (one client each) each set a timer due 2 to 6 s later and
-   hibernate; the game reports the step time at which each timer ran; lateness = that - due.
+   times, once all are hibernated, one more move is sent to each, one match at a time: the time
+   from sending it to the state frame that acknowledges it is the wake latency, measured by the
+   client. The server runs on the first CPU, this driver on the others.
+2. alarms: `--alarm-matches` matches (one client each) connect and hibernate; once all are
+   connected each sets a timer due in a 10 s window that opens after the wakes this causes
+   (20 ms a match, plus 3 s); the matches hibernate again; the game reports the step time at which
+   each timer ran; lateness = that - due.
 3. memory: `--matches` matches with 2 connected clients each, all hibernated. The server's RSS is
    read before the matches connect and after all of them hibernated; then `--bare` spectators of
    one of the matches (authenticated connections that own no match) give the cost of a connection
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import signal
@@ -42,6 +46,9 @@ from gameserver.game import Context, Game, PlayerInput
 ROOT = Path(__file__).resolve().parent.parent
 HIBERNATE_AFTER_S = 0.5
 MOVES_PER_S = 50  # below the server's per-connection input limit (60/s)
+ALARM_SETUP_S = 3.0  # the window opens this long after the last client connected (and set its timer)
+ALARM_WINDOW_S = 10.0  # spread over this many seconds
+WAKE_BUDGET_S = 0.02  # per match, for the wakes that setting the timers causes
 
 
 @attrs.define
@@ -138,8 +145,14 @@ class Bench:
     # -- phase 1: wake latency ------------------------------------------------------------------
 
     async def wake(self, http: httpx.AsyncClient) -> list[float]:
+        """Build each match's history concurrently; then wake the hibernated matches one at a time,
+        so that each wake is measured alone, as a player's move on an idle node would be."""
         samples: list[float] = []
         ids = await self.create(http, self.args.wake_matches)
+        sockets: dict[str, object] = {}
+        seqs: dict[str, int] = {}
+        ready = trio.Event()
+        done = trio.Event()
 
         async def play(match_id: str) -> None:
             grant = await self.grant(http, match_id, "p")
@@ -151,18 +164,25 @@ class Bench:
                     await trio.sleep_until(start + seq / MOVES_PER_S)
                     await ws.send_message(json.dumps({"t": "input", "seq": seq, "data": {}}))
                     await _until_ack(ws, seq)
-                seq = self.args.moves
-                for _ in range(self.args.wakes):
-                    await self._until_live(http, match_id, live=False)
-                    seq += 1
-                    sent = time.perf_counter()
-                    await ws.send_message(json.dumps({"t": "input", "seq": seq, "data": {}}))
-                    await _until_ack(ws, seq)
-                    samples.append((time.perf_counter() - sent) * 1000)
+                sockets[match_id], seqs[match_id] = ws, self.args.moves
+                if len(sockets) == len(ids):
+                    ready.set()
+                await done.wait()
 
         async with trio.open_nursery() as nursery:
             for match_id in ids:
                 nursery.start_soon(play, match_id)
+            await ready.wait()
+            for _ in range(self.args.wakes):
+                await self.until_hibernated(http, len(ids), timeout=60)
+                for match_id in ids:
+                    ws = sockets[match_id]
+                    seqs[match_id] += 1
+                    sent = time.perf_counter()
+                    await ws.send_message(json.dumps({"t": "input", "seq": seqs[match_id], "data": {}}))
+                    await _until_ack(ws, seqs[match_id])
+                    samples.append((time.perf_counter() - sent) * 1000)
+            done.set()
         return samples
 
     async def _until_live(self, http: httpx.AsyncClient, match_id: str, live: bool) -> None:
@@ -173,10 +193,15 @@ class Bench:
     # -- phase 2: alarm lateness ----------------------------------------------------------------
 
     async def alarms(self, http: httpx.AsyncClient) -> list[float]:
+        """Every client connects first; then each sets a timer due in a 10 s window that opens 2 s
+        later, when every match is idle (hibernated): the lateness of an idle node's alarms."""
         lateness: list[float] = []
         ids = await self.create(http, self.args.alarm_matches)
         rng = random.Random(7)
         joined = trio.CapacityLimiter(64)
+        connected = [0]
+        all_connected = trio.Event()
+        window: list[float] = []
 
         async def wait_for_timer(match_id: str) -> None:
             released = False
@@ -186,11 +211,17 @@ class Bench:
                 async with open_websocket_url(grant["ws_url"]) as ws:
                     await ws.send_message(json.dumps({"t": "auth", "token": grant["token"]}))
                     await _until_ack(ws, 0)
-                    timer_in = rng.uniform(2, 6)
-                    await ws.send_message(json.dumps({"t": "input", "seq": 1, "data": {"timer_in": timer_in}}))
                     joined.release()
                     released = True
-                    with trio.fail_after(60):
+                    connected[0] += 1
+                    if connected[0] == len(ids):
+                        # setting the timers wakes every match once: leave time for those wakes
+                        window.append(time.time() + ALARM_SETUP_S + WAKE_BUDGET_S * len(ids))
+                        all_connected.set()
+                    await all_connected.wait()
+                    timer_in = window[0] + rng.uniform(0, ALARM_WINDOW_S) - time.time()
+                    await ws.send_message(json.dumps({"t": "input", "seq": 1, "data": {"timer_in": timer_in}}))
+                    with trio.fail_after(ALARM_SETUP_S + ALARM_WINDOW_S + 60):
                         while True:
                             frame = json.loads(await ws.get_message())
                             if frame.get("kind") == "fired":
@@ -291,12 +322,24 @@ def _start_server(work: Path) -> tuple[subprocess.Popen, str]:
          "--port", "0", "--ready-file", str(ready), "--hibernate-after", str(HIBERNATE_AFTER_S),
          "--game", "tools.bench_hibernation:Tally"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
+    _pin(server.pid, first=True)
     deadline = time.monotonic() + 30
     while not ready.exists():
         if server.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the server did not start; see {work / 'server.log'}")
         time.sleep(0.05)
     return server, json.loads(ready.read_text())["http_url"]
+
+
+def _pin(pid: int, first: bool) -> None:
+    """Server on the first CPU, the driver on the others, where the machine has two or more."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    try:
+        os.sched_setaffinity(pid, {cpus[0]} if first else set(cpus[1:]))
+    except OSError:
+        pass
 
 
 def _stop_server(server: subprocess.Popen) -> None:
@@ -330,6 +373,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="arbiter-bench-hibernation-") as tmp:
         work = Path(tmp)
         server, http_url = _start_server(work)
+        _pin(0, first=False)
         try:
             bench = Bench(args, http_url, server.pid)
 
