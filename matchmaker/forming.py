@@ -39,7 +39,6 @@ import functools
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
-from operator import attrgetter
 
 import attrs
 
@@ -77,9 +76,7 @@ class FormingResult:
 def form_matches(pool: Sequence[Ticket], config: QueueConfig, now: float) -> FormingResult:
     """Form as many matches as the rules allow at `now`; see the module docstring."""
     _check_inputs(pool, config, now)
-    ordered = sorted(pool, key=attrgetter("ticket_id"))
-    ordered.sort(key=attrgetter("created_at"))  # stable: (created_at, ticket_id)
-    return _Pass(ordered, config, now).run()
+    return _Pass(list(pool), config, now).run()
 
 
 def _check_inputs(pool: Sequence[Ticket], config: QueueConfig, now: float) -> None:
@@ -106,33 +103,38 @@ def _check_unique(what: str, ids: list[str], problem: str) -> None:
 class _Pass:
     """One forming pass. Tickets are numbered by fairness rank: a lower number is older."""
 
-    def __init__(self, ordered: list[Ticket], config: QueueConfig, now: float) -> None:
-        self.tickets = ordered
-        self.config = config
-        self.waits = [max(0.0, now - ticket.created_at) for ticket in ordered]
-        self.sizes = [len(ticket.players) for ticket in ordered]
-        rule = config.skill
-        self.skills = [0.0] * len(ordered) if rule is None else rule.skills_of(ordered)
-        self.taken = bytearray(len(ordered))  # matched, expired, or out (a seed that found no group)
-        self.teams = config.team_count
-        largest = max(self.sizes, default=1)
-        self.kinds = max(1, min(largest, config.max_party_size))  # party sizes 1..kinds
-        self.unit = [tuple(int(k == size - 1) for k in range(self.kinds)) for size in range(self.kinds + 1)]
-        self.options, self.buckets = self._bucket_by_region()
-
-    def _bucket_by_region(self) -> tuple[list[list], dict[str | None, _Bucket]]:
-        rule, skills = self.config.region, self.skills
-        by_skill = sorted(range(len(skills)), key=skills.__getitem__)  # stable: ties stay oldest first
-        sizes, too_large = self.sizes, self.config.max_party_size
-        if rule is None:
-            by_skill = [index for index in by_skill if sizes[index] <= too_large]
+    def __init__(self, pool: list[Ticket], config: QueueConfig, now: float) -> None:
+        # Read the tickets in the caller's order (memory order, kind to caches), then renumber.
+        created = [ticket.created_at for ticket in pool]
+        order = sorted(range(len(pool)), key=[ticket.ticket_id for ticket in pool].__getitem__)
+        order.sort(key=created.__getitem__)  # stable: by (created_at, ticket_id)
+        waits = [max(0.0, now - at) for at in created]
+        sizes = [len(ticket.players) for ticket in pool]
+        skills = [0.0] * len(pool) if config.skill is None else config.skill.skills_of(pool)
+        too_large = config.max_party_size
+        if config.region is None:
             options: list[list] = [[] if size > too_large else [None] for size in sizes]
-            return options, {None: _Bucket([skills[index] for index in by_skill], by_skill)}
-        options = rule.region_sets(self.tickets, self.waits)
-        too_large = self.config.max_party_size
-        for index, size in enumerate(self.sizes):
-            if size > too_large:
-                options[index] = []  # never a candidate: it expires when its turn as a seed comes
+        else:
+            options = config.region.region_sets(pool, waits)
+            for index, size in enumerate(sizes):
+                if size > too_large:
+                    options[index] = []  # never a candidate: it expires when its turn as a seed comes
+        self.config = config
+        self.tickets = [pool[index] for index in order]
+        self.waits = [waits[index] for index in order]
+        self.sizes = [sizes[index] for index in order]
+        self.skills = [skills[index] for index in order]
+        self.options = [options[index] for index in order]
+        self.taken = bytearray(len(pool))  # matched, expired, or out (a seed that found no group)
+        self.teams = config.team_count
+        largest = max(sizes, default=1)
+        self.kinds = max(1, min(largest, too_large))  # party sizes 1..kinds
+        self.unit = [tuple(int(k == size - 1) for k in range(self.kinds)) for size in range(self.kinds + 1)]
+        self.buckets = self._bucket_by_region()
+
+    def _bucket_by_region(self) -> dict[str | None, _Bucket]:
+        skills, options = self.skills, self.options
+        by_skill = sorted(range(len(skills)), key=skills.__getitem__)  # stable: ties stay oldest first
         members: dict[str | None, list[int]] = {}
         for index in by_skill:
             for region in options[index]:
@@ -140,9 +142,8 @@ class _Pass:
                     members[region].append(index)
                 else:
                     members[region] = [index]
-        buckets = {region: _Bucket([skills[index] for index in indexes], indexes)
-                   for region, indexes in members.items()}
-        return options, buckets
+        return {region: _Bucket([skills[index] for index in indexes], indexes)
+                for region, indexes in members.items()}
 
     def _compact(self) -> None:
         """Drop taken tickets from every bucket (done each time half of the free ones are taken)."""
@@ -341,34 +342,46 @@ class _Pass:
     # -- result -----------------------------------------------------------------------------
 
     def _match(self, group: list[int], region: str | None, players: int) -> FormedMatch:
-        group = sorted(group)
-        tickets, skills, sizes, waits = self.tickets, self.skills, self.sizes, self.waits
+        group.sort()  # fairness order: the seed first
+        skills, sizes, waits = self.skills, self.sizes, self.waits
+        members = [self.tickets[index] for index in group]
+        player_ids: list[str] = []
+        for ticket in members:
+            player_ids += ticket.players
         member_skills = [skills[index] for index in group]
         teams: tuple[tuple[str, ...], ...] = ()
         team_skill: tuple[float, ...] = ()
         if self.config.teams is not None:
             assignment = self._assign_teams(group, players)
-            teams = tuple(tuple(player for index in sorted(team) for player in tickets[index].players)
-                          for team in assignment)
-            team_skill = tuple(sum(skills[index] * sizes[index] for index in team) for team in assignment)
+            teams = tuple(self._players_of(team) for team in assignment)
+            team_skill = tuple(sum([skills[index] * sizes[index] for index in team]) for team in assignment)
         return FormedMatch(
-            ticket_ids=tuple(tickets[index].ticket_id for index in group),
-            players=tuple(player for index in group for player in tickets[index].players),
+            ticket_ids=tuple([ticket.ticket_id for ticket in members]),
+            players=tuple(player_ids),
             teams=teams,
             region=region,
             short=players < self.config.players.max,
             quality=MatchQuality(
                 skill_spread=max(member_skills) - min(member_skills),
-                max_wait_s=max(waits[index] for index in group),
-                mean_wait_s=sum(waits[index] * sizes[index] for index in group) / players,
+                max_wait_s=waits[group[0]],  # the oldest
+                mean_wait_s=sum([waits[index] * sizes[index] for index in group]) / players,
                 team_skill=team_skill,
             ),
         )
 
+    def _players_of(self, team: list[int]) -> tuple[str, ...]:
+        team.sort()
+        tickets = self.tickets
+        player_ids: list[str] = []
+        for index in team:
+            player_ids += tickets[index].players
+        return tuple(player_ids)
+
     def _assign_teams(self, group: list[int], players: int) -> list[list[int]]:
         skills, sizes = self.skills, self.sizes
         team_size = players // self.teams
-        parties = sorted(group, key=lambda index: (-sizes[index], -skills[index], index))
+        parties = sorted(group, key=skills.__getitem__, reverse=True)  # stable: ties stay oldest first
+        parties.sort(key=sizes.__getitem__, reverse=True)  # so: by size, then skill, descending
         left = [0] * self.kinds
         for index in parties:
             left[sizes[index] - 1] += 1

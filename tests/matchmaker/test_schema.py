@@ -95,6 +95,17 @@ def test_the_served_document_is_the_one_tested(server):
     assert httpx.get(f"{server}/openapi.json").json() == DOCUMENT
 
 
+def test_every_error_is_documented_as_problem_json():
+    """Else schemathesis has no schema to check an error's body against (FastAPI files a response `model`
+    under the route's media type: application/json, text/plain for /metrics)."""
+    for path, operations in DOCUMENT["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if not status.startswith("2"):
+                    assert response["content"] == {"application/problem+json": {
+                        "schema": {"$ref": "#/components/schemas/Problem"}}}, (method, path, status)
+
+
 @schema.parametrize()
 @BOUND
 def test_every_operation_conforms(case, server, real_match):
