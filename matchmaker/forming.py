@@ -31,13 +31,21 @@ The pass
 
 Quality per match: the skill spread (max - min), the maximum and the mean wait (mean over
 players), and the teams' skill sums.
+
+Cost: O(N log N) to sort and bucket the pool, then per match a bisect and a walk over about as
+many candidates as the match needs (taken tickets are skipped, and dropped from the buckets each
+time half of the free tickets are gone). The pass makes no reference cycles, so the cyclic garbage
+collector is paused while it runs (and restored after): with 100,000 tickets a collection that
+walks the whole pool would otherwise cost a third of the pass. tools/bench_forming.py measures it.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import math
 from bisect import bisect_left
+from itertools import filterfalse
 from collections.abc import Sequence
 
 import attrs
@@ -76,7 +84,13 @@ class FormingResult:
 def form_matches(pool: Sequence[Ticket], config: QueueConfig, now: float) -> FormingResult:
     """Form as many matches as the rules allow at `now`; see the module docstring."""
     _check_inputs(pool, config, now)
-    return _Pass(list(pool), config, now).run()
+    collecting = gc.isenabled()
+    gc.disable()  # see "Cost" in the module docstring
+    try:
+        return _Pass(list(pool), config, now).run()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _check_inputs(pool: Sequence[Ticket], config: QueueConfig, now: float) -> None:
@@ -120,11 +134,11 @@ class _Pass:
                 if size > too_large:
                     options[index] = []  # never a candidate: it expires when its turn as a seed comes
         self.config = config
-        self.tickets = [pool[index] for index in order]
-        self.waits = [waits[index] for index in order]
-        self.sizes = [sizes[index] for index in order]
-        self.skills = [skills[index] for index in order]
-        self.options = [options[index] for index in order]
+        self.tickets = list(map(pool.__getitem__, order))
+        self.waits = list(map(waits.__getitem__, order))
+        self.sizes = list(map(sizes.__getitem__, order))
+        self.skills = list(map(skills.__getitem__, order))
+        self.options = list(map(options.__getitem__, order))
         self.taken = bytearray(len(pool))  # matched, expired, or out (a seed that found no group)
         self.teams = config.team_count
         largest = max(sizes, default=1)
@@ -135,22 +149,19 @@ class _Pass:
     def _bucket_by_region(self) -> dict[str | None, _Bucket]:
         skills, options = self.skills, self.options
         by_skill = sorted(range(len(skills)), key=skills.__getitem__)  # stable: ties stay oldest first
-        members: dict[str | None, list[int]] = {}
+        members: dict[str | None, list[int]] = {region: [] for region in set().union(*options)}
         for index in by_skill:
             for region in options[index]:
-                if region in members:
-                    members[region].append(index)
-                else:
-                    members[region] = [index]
-        return {region: _Bucket([skills[index] for index in indexes], indexes)
+                members[region].append(index)
+        return {region: _Bucket(list(map(skills.__getitem__, indexes)), indexes)
                 for region, indexes in members.items()}
 
     def _compact(self) -> None:
         """Drop taken tickets from every bucket (done each time half of the free ones are taken)."""
         taken, skills = self.taken, self.skills
         for bucket in self.buckets.values():
-            bucket.indexes = [index for index in bucket.indexes if not taken[index]]
-            bucket.skills = [skills[index] for index in bucket.indexes]
+            bucket.indexes = list(filterfalse(taken.__getitem__, bucket.indexes))
+            bucket.skills = list(map(skills.__getitem__, bucket.indexes))
 
     def run(self) -> FormingResult:
         config, taken = self.config, self.taken
@@ -352,9 +363,9 @@ class _Pass:
         teams: tuple[tuple[str, ...], ...] = ()
         team_skill: tuple[float, ...] = ()
         if self.config.teams is not None:
-            assignment = self._assign_teams(group, players)
+            assignment, sums = self._assign_teams(group, players)
             teams = tuple(self._players_of(team) for team in assignment)
-            team_skill = tuple(sum([skills[index] * sizes[index] for index in team]) for team in assignment)
+            team_skill = tuple(sums)
         return FormedMatch(
             ticket_ids=tuple([ticket.ticket_id for ticket in members]),
             players=tuple(player_ids),
@@ -377,42 +388,51 @@ class _Pass:
             player_ids += tickets[index].players
         return tuple(player_ids)
 
-    def _assign_teams(self, group: list[int], players: int) -> list[list[int]]:
+    def _assign_teams(self, group: list[int], players: int) -> tuple[list[list[int]], list[float]]:
+        """Parties by (size, skill) descending, each to the team with the lowest skill sum that has
+        room and still lets the remaining parties fill every team exactly."""
         skills, sizes = self.skills, self.sizes
-        team_size = players // self.teams
         parties = sorted(group, key=skills.__getitem__, reverse=True)  # stable: ties stay oldest first
         parties.sort(key=sizes.__getitem__, reverse=True)  # so: by size, then skill, descending
+        placed = self._place(parties, players // self.teams, look_ahead=False)
+        return placed if placed is not None else self._place(parties, players // self.teams, look_ahead=True)
+
+    def _place(self, parties: list[int], team_size: int, look_ahead: bool):
+        """Without look-ahead, None when the greedy gets stuck; with it (slower), it never does.
+        Both make the same choices whenever the greedy succeeds."""
+        skills, sizes, count = self.skills, self.sizes, self.teams
+        room = [team_size] * count
+        total = [0.0] * count
+        teams: list[list[int]] = [[] for _ in range(count)]
         left = [0] * self.kinds
         for index in parties:
             left[sizes[index] - 1] += 1
-        room = [team_size] * self.teams
-        total = [0.0] * self.teams
-        teams: list[list[int]] = [[] for _ in range(self.teams)]
-        parties_left = len(parties) - left[0]  # not solos: solos fill any room left
         for index in parties:
             size = sizes[index]
             left[size - 1] -= 1
-            if size > 1:
-                parties_left -= 1
-            if parties_left:  # the lowest skill sum whose choice still lets the others fit
+            team = -1
+            if look_ahead:
                 rest = tuple(left)
-                for team in sorted(range(self.teams), key=total.__getitem__):  # stable: ties by number
-                    if room[team] >= size:
-                        room[team] -= size
-                        if _fill_teams(rest, tuple(sorted(room, reverse=True))):
+                for other in sorted(range(count), key=total.__getitem__):  # stable: ties by number
+                    if room[other] >= size:
+                        room[other] -= size
+                        fits = _fill_teams(rest, tuple(sorted(room, reverse=True)))
+                        room[other] += size
+                        if fits:
+                            team = other
                             break
-                        room[team] += size
-                else:  # pragma: no cover
-                    raise AssertionError("a packable group could not be packed")
-            else:  # solos (or the last party) fit anywhere there is room
-                team = -1
-                for other in range(self.teams):
+            else:
+                for other in range(count):
                     if room[other] >= size and (team < 0 or total[other] < total[team]):
                         team = other
-                room[team] -= size
+            if team < 0:
+                if look_ahead:  # pragma: no cover
+                    raise AssertionError("a packable group could not be packed")
+                return None
+            room[team] -= size
             teams[team].append(index)
             total[team] += skills[index] * size
-        return teams
+        return teams, total
 
 
 _UNKNOWN = object()

@@ -246,23 +246,22 @@ class RegionRule:
         strict_limit, relaxed_limit = self.max_latency_ms, self.relaxed_max_latency_ms
         inf = math.inf
         accepted: list[list[str]] = []
+        append = accepted.append
         for ticket, wait_s in zip(tickets, waits_s):
             latencies = ticket.latencies
             preferred = ticket.string_sets.get(name)
-            if wait_s >= relax_after_s:
-                limit = relaxed_limit
-                if preferred is None or any_region:
-                    base = latencies.keys() if preferred is None else preferred | latencies.keys()
-                else:
-                    base = preferred
-            else:
-                limit = strict_limit
-                base = latencies.keys() if preferred is None else preferred
-            if limit is None:
-                accepted.append(list(base))
+            relaxed = wait_s >= relax_after_s
+            limit = relaxed_limit if relaxed else strict_limit
+            if preferred is None or (relaxed and any_region):
+                if limit is None:  # every region it knows a latency for, and every region it lists
+                    append(list(latencies.keys() if preferred is None else preferred | latencies.keys()))
+                else:  # an unknown latency fails the limit: only regions with a latency can pass
+                    append([region for region, ms in latencies.items() if ms <= limit])
+            elif limit is None:
+                append(list(preferred))
             else:
                 get = latencies.get
-                accepted.append([region for region in base if get(region, inf) <= limit])
+                append([region for region in preferred if get(region, inf) <= limit])
         return accepted
 
     def region_set(self, ticket: Ticket, wait_s: float) -> list[str]:
