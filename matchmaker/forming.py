@@ -45,8 +45,8 @@ import functools
 import gc
 import math
 from bisect import bisect_left
-from itertools import filterfalse
 from collections.abc import Sequence
+from itertools import filterfalse
 
 import attrs
 
@@ -120,8 +120,11 @@ class _Pass:
     def __init__(self, pool: list[Ticket], config: QueueConfig, now: float) -> None:
         # Read the tickets in the caller's order (memory order, kind to caches), then renumber.
         created = [ticket.created_at for ticket in pool]
-        order = sorted(range(len(pool)), key=[ticket.ticket_id for ticket in pool].__getitem__)
-        order.sort(key=created.__getitem__)  # stable: by (created_at, ticket_id)
+        if len(set(created)) == len(created):
+            order = sorted(range(len(pool)), key=created.__getitem__)
+        else:  # ties: by ticket id, then (stable) by created_at
+            order = sorted(range(len(pool)), key=[ticket.ticket_id for ticket in pool].__getitem__)
+            order.sort(key=created.__getitem__)
         waits = [max(0.0, now - at) for at in created]
         sizes = [len(ticket.players) for ticket in pool]
         skills = [0.0] * len(pool) if config.skill is None else config.skill.skills_of(pool)
@@ -178,9 +181,8 @@ class _Pass:
                 compact_at = free // 2
             taken[seed] = 1
             free -= 1
-            ticket_id = self.tickets[seed].ticket_id
             if self.sizes[seed] > config.max_party_size:
-                expired.append((ticket_id, EXPIRED_PARTY_TOO_LARGE))
+                expired.append((self.tickets[seed].ticket_id, EXPIRED_PARTY_TOO_LARGE))
                 continue
             found = self._find(seed)
             if found is not None:
@@ -190,9 +192,9 @@ class _Pass:
                 free -= len(group) - 1
                 matches.append(self._match(group, region, players))
             elif self.waits[seed] >= config.max_wait_s:
-                expired.append((ticket_id, EXPIRED_MAX_WAIT))
+                expired.append((self.tickets[seed].ticket_id, EXPIRED_MAX_WAIT))
             else:
-                remaining.append(ticket_id)
+                remaining.append(self.tickets[seed].ticket_id)
         return FormingResult(matches=matches, expired=expired, remaining=remaining)
 
     # -- search -----------------------------------------------------------------------------
@@ -204,12 +206,13 @@ class _Pass:
         regions = self.options[seed]
         if len(regions) > 1:
             regions = preference_order(self.tickets[seed], regions)
-        for players in config.match_sizes(wait):
+        full = config.players.max
+        for players in (full,) if wait < config.max_wait_s else config.match_sizes(wait):
             if self.sizes[seed] > players // self.teams:
                 continue
             for region in regions:
                 bucket = self.buckets[region]
-                group = self._near(seed, bucket, width, players) if players == config.players.max else _UNKNOWN
+                group = self._near(seed, bucket, width, players) if players == full else _UNKNOWN
                 if group is _UNKNOWN:
                     group = self._exact(seed, bucket, width, players)
                 if group is not None and group is not _UNKNOWN:
@@ -441,7 +444,7 @@ _UNKNOWN = object()
 class _Bucket:
     """The tickets that accept one region, by skill; taken ones are skipped, then dropped in bulk."""
 
-    __slots__ = ("skills", "indexes")
+    __slots__ = ("indexes", "skills")
 
     def __init__(self, skills: list[float], indexes: list[int]) -> None:
         self.skills = skills

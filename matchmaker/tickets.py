@@ -107,7 +107,7 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if value is None:
         return FrozenDict()
     if not isinstance(value, Mapping):
-        raise ValueError(f"expected a mapping, got {type(value).__name__}")
+        raise TypeError(f"expected a mapping, got {type(value).__name__}")
     return value if type(value) is FrozenDict else FrozenDict(value)
 
 
@@ -116,7 +116,7 @@ def _frozen_sets(value: Mapping[str, Any] | None) -> Mapping[str, frozenset[str]
     converted = {}
     for name, members in value.items():
         if isinstance(members, str) or not isinstance(members, (set, frozenset, list, tuple)):
-            raise ValueError(f"string set {name!r} must be a set of strings, got {members!r}")
+            raise TypeError(f"string set {name!r} must be a set of strings, got {members!r}")
         converted[name] = frozenset(members)
     return FrozenDict(converted)
 

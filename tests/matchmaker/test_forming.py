@@ -91,9 +91,7 @@ def valid_group(group: list[Ticket], cfg: QueueConfig, now: float, region: str |
         candidates = [region] if region is not None else REGIONS
         if not any(all(accepts(t, r, wait(t, now), cfg.region) for t in group) for r in candidates):
             return False
-    if cfg.teams is not None and not packable([t.size for t in group], cfg.teams.count, players // cfg.teams.count):
-        return False
-    return True
+    return cfg.teams is None or packable([t.size for t in group], cfg.teams.count, players // cfg.teams.count)
 
 
 def any_valid_group(tickets: list[Ticket], cfg: QueueConfig, now: float, containing: Ticket | None = None) -> bool:
