@@ -100,7 +100,8 @@ class Actor:
                  schedule_alarm: Callable[[str, float | None], None] | None = None,
                  on_hibernate: Callable[[str, list[Connection]], None] | None = None,
                  offload: Callable[..., Any] = trio.to_thread.run_sync,
-                 recorded_connections: set[int] | None = None):
+                 recorded_connections: set[int] | None = None,
+                 en_route: Callable[[str], bool] | None = None):
         self.match_id = meta.match_id
         self.game = game
         self.store = store
@@ -115,6 +116,7 @@ class Actor:
         self._schedule_alarm = schedule_alarm or (lambda _match, _due: None)
         self._on_hibernate = on_hibernate or (lambda _match, _connections: None)
         self._offload = offload
+        self._en_route = en_route or (lambda _match: False)
         self._send, self._receive = trio.open_memory_channel[InboxItem](config.inbox_size)
         self.connections: dict[int, Connection] = {}
         self.by_player: dict[str, Connection] = {}
@@ -258,9 +260,11 @@ class Actor:
             elif self._has_work(now):
                 await self._advance(ticked=False)
                 self._last_activity = trio.current_time()
-            elif now >= self._last_activity + self.config.hibernate_after_s and self._can_hibernate():
-                self._hibernate()
-                return
+            elif now >= self._last_activity + self.config.hibernate_after_s:
+                if self._can_hibernate():
+                    self._hibernate()
+                    return
+                self._last_activity = now  # not now (a message is on its way): look again later
 
     def _count_tick(self, duration: float, lateness: float, skipped: int) -> None:
         metrics = self.metrics
@@ -275,7 +279,8 @@ class Actor:
         return bool(self._gone or self._receive.statistics().current_buffer_used or self._next_due_mono() <= now)
 
     def _can_hibernate(self) -> bool:
-        return self.config.hibernate_after_s != math.inf and not self._arriving
+        return (self.config.hibernate_after_s != math.inf and not self._arriving
+                and not self._en_route(self.match_id))
 
     # -- steps --------------------------------------------------------------------------------
 

@@ -102,6 +102,7 @@ class Node:
         self.scheduler = AlarmScheduler(wall_clock, self._alarm_due)
         self._offload = trio.to_thread.run_sync if offload else _run_inline
         self._trim_pending = False
+        self._en_route: dict[str, int] = {}  # messages between node.submit and an actor's inbox
         self.closing = False
 
     @property
@@ -145,15 +146,30 @@ class Node:
 
     async def submit(self, match_id: str, item: InboxItem) -> bool:
         """Deliver a message to a match, waking it if it hibernated. False: refused (inbox full for
-        too long, or the match is over); NodeError if the match cannot be reached at all."""
-        for _ in range(3):
-            actor = await self.actor(match_id)
-            if await actor.submit(item):
-                return True
-            if actor.over or not actor.finished.is_set():
-                return False  # over, or alive with a full inbox: the sender is refused
-            # it hibernated or stopped between our lookup and the delivery: look again
-        return False
+        too long, or the match is over); NodeError if the match cannot be reached at all.
+
+        While a message is on its way here, the match does not hibernate (`en_route`): a match woken
+        by a message always receives it, however busy the node."""
+        self._en_route[match_id] = self._en_route.get(match_id, 0) + 1
+        try:
+            for _ in range(3):
+                actor = await self.actor(match_id)
+                if await actor.submit(item):
+                    return True
+                if actor.over or not actor.finished.is_set():
+                    return False  # over, or alive with a full inbox: the sender is refused
+                # it stopped between our lookup and the delivery (a shutdown): look again
+            return False
+        finally:
+            left = self._en_route[match_id] - 1
+            if left:
+                self._en_route[match_id] = left
+            else:
+                del self._en_route[match_id]
+
+    def en_route(self, match_id: str) -> bool:
+        """Whether a message for `match_id` is on its way to its actor."""
+        return match_id in self._en_route
 
     def disconnected(self, match_id: str, conn: Connection) -> None:
         """A connection closed. Its match is told (woken if it hibernated, to start the player's
@@ -325,6 +341,7 @@ class Node:
         actor = Actor(game=self.games[meta.game], store=store, sim=sim, meta=meta, config=self.config,
                       metrics=self.metrics, wall_clock=self.wall_clock, alarms=alarms, adopted=adopted,
                       schedule_alarm=self.scheduler.set, on_hibernate=self._keep_connections, offload=self._offload,
+                      en_route=self.en_route,
                       recorded_connections=recorded)
         assert self._nursery is not None, "Node.run must be running"
         await self._nursery.start(self._run_actor, actor)

@@ -378,3 +378,24 @@ async def test_an_alarm_wakes_a_hibernated_match(tmp_path, nursery, autojump_clo
     assert [f[0] for f in fired] == ["alarm"]
     assert [f for f in frames(ann.conn) if f["t"] == "state"]  # the connection saw the alarm's step
     await node.shutdown()
+
+
+async def test_a_match_woken_by_a_message_receives_it_however_late_its_loop_runs(tmp_path, nursery, autojump_clock):
+    """A message en route keeps its match awake: it never hibernates again before delivery."""
+    node = make_node(tmp_path, hibernate_after_s=1)
+    await nursery.start(node.run)
+    match_id, ann = await clockwork(node)
+    await trio.sleep(2)
+    assert match_id in node.hibernated
+    original = Node.actor
+
+    async def sluggish_actor(self, match_id_):
+        actor = await original(self, match_id_)
+        await trio.sleep(5)  # the node is busy: the woken actor's idle time passes before delivery
+        return actor
+
+    node.actor = sluggish_actor.__get__(node)
+    ann.seq += 1
+    assert await node.submit(match_id, InputMessage(ann.conn, Input(ann.seq, {"op": "timer", "name": "x", "after": 1})))
+    await trio.sleep(0.01)
+    assert (await original(node, match_id)).sim.last_seq["ann"] == ann.seq  # delivered and applied
