@@ -507,10 +507,16 @@ class Actor:
         sim = self.sim
         frames: dict[tuple[Hashable, str], str | bytes] = {}
         acks_json = canonical.encode(sim.last_seq)
-        event_frames = {fmt: [protocol.encode_server({"t": "event", "tick": step.tick, "kind": k, "data": d}, fmt)
-                              for k, d in events] for fmt in (protocol.JSON, protocol.MSGPACK)}
+        encoded: dict[str, list[str | bytes]] = {}
+
+        def event_frames(fmt: str) -> list[str | bytes]:  # encoded once per format, only if someone needs it
+            if fmt not in encoded:
+                encoded[fmt] = [protocol.encode_server({"t": "event", "tick": step.tick, "kind": k, "data": d}, fmt)
+                                for k, d in events]
+            return encoded[fmt]
+
         for conn in list(self.connections.values()):
-            for frame in event_frames[conn.fmt]:
+            for frame in event_frames(conn.fmt) if events else ():
                 conn.send(frame)
             conn.offer_state(self._state_frame(frames, conn, step.tick, acks_json))
         for rejection in step.rejected:
@@ -536,7 +542,7 @@ class Actor:
                     conn.send(protocol.encode_server({"t": "event", "tick": tick, "kind": kind, "data": data},
                                                      conn.fmt))
             elif events:
-                for frame in event_frames[conn.fmt]:
+                for frame in event_frames(conn.fmt):
                     conn.send(frame)
             conn.admit()
 
