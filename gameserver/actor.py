@@ -37,14 +37,14 @@ import trio
 
 from . import alarms as alarm_math
 from . import canonical, protocol
-from .alarms import ALARM, EMPTY, END, LOBBY, RETENTION, Alarm, grace_name, is_runtime
+from .alarms import EMPTY, END, LOBBY, RETENTION, Alarm, grace_name, is_runtime
 from .config import NodeConfig
 from .connection import Connection
 from .game import EMPTY_PAUSE, Game
 from .metrics import Metrics
 from .records import StepRecord, snapshot_of, step_record
 from .simulation import INPUT, JOIN, LEAVE, TIMER, Command, GameCrashed, Simulation, Step
-from .storage import CRASHED, CREATED, FAILED, FINISHED, LOBBY as LOBBY_STATUS, RUNNING, MatchMeta, MatchStore
+from .storage import CRASHED, CREATED, FAILED, FINISHED, RUNNING, MatchMeta, MatchStore
 from .ticks import Schedule
 from .tokens import PLAYER
 
@@ -224,7 +224,7 @@ class Actor:
             if player not in self.by_player and grace_name(player) not in self.alarms:
                 self._set_alarm(grace_name(player), now + self.game.reconnect_grace_s)
         self._check_empty(now)
-        self._flush_alarms(now)
+        self._flush_alarms()
 
     def _ticking(self) -> bool:
         return (self.game.tick_rate > 0 and self.sim.started and self.status == RUNNING and not self.paused)
@@ -337,7 +337,7 @@ class Actor:
             else:
                 self.metrics.alarm_retries.inc()
             self._set_alarm(alarm.name, updated)
-            self._flush_alarms(now)
+            self._flush_alarms()
             return
         if not step.applied:
             self._set_alarm(alarm.name, None)  # the game had deleted it: a stale entry
@@ -452,13 +452,12 @@ class Actor:
             self.alarms[name] = alarm
         self._alarm_writes.append((name, alarm))
 
-    def _flush_alarms(self, now: float) -> None:
+    def _flush_alarms(self) -> None:
         """Commit alarm changes that no step carried (a drop, a reconnect, a failed attempt), and the
         open connections with their attachments if they changed."""
         if (self._alarm_writes or self._connections_changed) and not self.over:
             rows = [c.row() for c in self.connections.values()] if self._connections_changed else None
-            self.store.write_alarms(self._alarm_writes, alarm_math.earliest(self.alarms.values()), now=now,
-                                    connections=rows)
+            self.store.write_alarms(self._alarm_writes, alarm_math.earliest(self.alarms.values()), connections=rows)
             self._alarm_writes = []
             self._connections_changed = False
             self._report_alarm()
@@ -475,7 +474,7 @@ class Actor:
     def _after_connections(self, now: float) -> None:
         if not self.over:
             self._check_empty(now)
-            self._flush_alarms(now)
+            self._flush_alarms()
 
     def _check_empty(self, now: float) -> None:
         """A running match with no player connected gets its empty alarm; a connection cancels it."""
@@ -653,5 +652,3 @@ class Actor:
             self.log.exception("could not record the failure in the match file")
         self._stop_code, self._stop_reason = protocol.CLOSE_INTERNAL, "match failed: storage error"
 
-
-__all__ = ["Actor", "JoinRequest", "InputMessage", "LeaveRequest", "describe_match", "ALARM", "LOBBY_STATUS"]

@@ -23,12 +23,6 @@ class AlarmScheduler:
         self._heap: list[tuple[float, str]] = []
         self._changed = trio.Event()
 
-    def __len__(self) -> int:
-        return len(self._due)
-
-    def due_at(self, match_id: str) -> float | None:
-        return self._due.get(match_id)
-
     def set(self, match_id: str, due: float | None) -> None:
         """Schedule `match_id` at `due` (replacing what it had), or forget it (None)."""
         if due is None:

@@ -15,6 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -371,9 +372,7 @@ class MatchStore:
 
     def commit_step(self, record: StepRecord, now: float) -> None:
         """Write everything one tick produced in one transaction."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             if record.commands:
                 conn.executemany(
                     "INSERT INTO inputs (tick, idx, kind, player_id, seq, data) VALUES (?, ?, ?, ?, ?, ?)",
@@ -403,22 +402,10 @@ class MatchStore:
                 conn.execute("UPDATE match SET tick = ?, updated_at = ?", (completed, now))
             else:
                 self._set_status(record.status, record.status_reason, record.result, now, tick=completed)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def write_snapshot(self, snapshot: Snapshot) -> None:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             self._insert_snapshot(conn, snapshot)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def connections(self) -> list[tuple[int, str, str, Any, float]]:
         rows = self.conn.execute(
@@ -426,37 +413,20 @@ class MatchStore:
         return [(i, p, r, json.loads(a) if a is not None else None, at) for i, p, r, a, at in rows]
 
     def write_alarms(self, writes: list[tuple[str, Alarm | None]], next_alarm_at: float | None,
-                     status: tuple[str, str | None] | None = None, now: float = 0.0,
                      connections: list[tuple] | None = None) -> None:
         """Set or delete runtime alarms outside a step (a drop, a reconnect, a failed attempt), and
         record the open connections if they changed (`connections`: every row), in one transaction."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             self._write_alarms(conn, writes)
             conn.execute("UPDATE match SET next_alarm_at = ?", (next_alarm_at,))
             if connections is not None:
                 conn.execute("DELETE FROM connections")
                 conn.executemany("INSERT INTO connections (conn_id, player_id, role, attachment, connected_at) "
                                  "VALUES (?, ?, ?, ?, ?)", [(i, p, r, _json(a), at) for i, p, r, a, at in connections])
-            if status is not None:
-                conn.execute("UPDATE match SET status = ?, status_reason = ?, updated_at = ?", (*status, now))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def set_status(self, status: str, reason: str | None, now: float, result: Any = None) -> None:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             self._set_status(status, reason, result, now)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _set_status(self, status: str, reason: str | None, result: Any, now: float, tick: int | None = None) -> None:
         fields = ["status = ?", "status_reason = ?", "updated_at = ?"]
@@ -502,21 +472,29 @@ class MatchStore:
                              "VALUES (?, ?, ?, ?, ?)", (name, alarm.due, alarm.retries, alarm.failed, alarm.last_error))
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: committed if the block completes, rolled back if anything raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else encode(value).decode()
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     while version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             MIGRATIONS[version](conn)
             version += 1
             conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
 
 def failed_alarms(data_dir: Path, skip: set[str] = frozenset()) -> list[tuple[str, Alarm]]:
