@@ -43,7 +43,7 @@ from .connection import Connection
 from .game import EMPTY_PAUSE, Game
 from .metrics import Metrics
 from .records import StepRecord, snapshot_of, step_record
-from .simulation import INPUT, JOIN, LEAVE, TIMER, Command, GameCrashed, Simulation, Step
+from .simulation import INPUT, JOIN, LEAVE, RELEASE, RESERVE, TIMER, Command, GameCrashed, Simulation, Step
 from .storage import CRASHED, CREATED, FAILED, FINISHED, RUNNING, MatchMeta, MatchStore
 from .ticks import Schedule
 from .tokens import PLAYER
@@ -73,7 +73,33 @@ class LeaveRequest:
     conn: Connection
 
 
-InboxItem = JoinRequest | InputMessage | LeaveRequest
+@attrs.frozen
+class RosterChange:
+    """The matchmaker holds seats for `players` (a backfill), or gives back held seats nobody took
+    (`release`). `done` is set once the change is committed (or the match is gone)."""
+
+    players: tuple[str, ...]
+    release: bool = False
+    done: trio.Event = attrs.field(factory=trio.Event, eq=False)
+
+
+@attrs.frozen
+class MatchNotice:
+    """What a match tells its node's listeners (the matchmaker), after the writes it reflects committed.
+
+    kind "finished": the match is over (`status`, `reason`); "left": a seated player left a running
+    match. `seated` and `roster` are as of the notice (roster None: an open match)."""
+
+    match_id: str
+    kind: str
+    status: str
+    reason: str | None
+    seated: tuple[str, ...]
+    roster: tuple[str, ...] | None
+    backfill: bool  # the game asks for replacements of players who left
+
+
+InboxItem = JoinRequest | InputMessage | LeaveRequest | RosterChange
 
 
 def describe_match(meta: MatchMeta, *, players: list[dict[str, Any]], connections: int, live: bool,
@@ -101,7 +127,8 @@ class Actor:
                  on_hibernate: Callable[[str, list[Connection]], None] | None = None,
                  offload: Callable[..., Any] = trio.to_thread.run_sync,
                  recorded_connections: set[int] | None = None,
-                 en_route: Callable[[str], bool] | None = None):
+                 en_route: Callable[[str], bool] | None = None,
+                 notify: Callable[[MatchNotice], None] | None = None):
         self.match_id = meta.match_id
         self.game = game
         self.store = store
@@ -117,6 +144,8 @@ class Actor:
         self._on_hibernate = on_hibernate or (lambda _match, _connections: None)
         self._offload = offload
         self._en_route = en_route or (lambda _match: False)
+        self._notify = notify or (lambda _notice: None)
+        self._roster_done: list[trio.Event] = []  # roster changes in the step being made
         self._send, self._receive = trio.open_memory_channel[InboxItem](config.inbox_size)
         self.connections: dict[int, Connection] = {}
         self.by_player: dict[str, Connection] = {}
@@ -299,6 +328,7 @@ class Actor:
         if commands or runtime or self._arriving or ticked:
             # A turn-based game's tick runs in every step that has commands: that is where moves apply.
             await self._step(runtime + commands, ticked=ticked or (turn_based and bool(commands or runtime)), now=now)
+        self._roster_committed()
         for alarm in due:
             if self.over:
                 break
@@ -395,6 +425,14 @@ class Actor:
             self.metrics.matches_finished.labels(record.status).inc()
             self.log.info("match %s at tick %d: %s", record.status, step.tick, record.result)
             self._stop_code, self._stop_reason = protocol.CLOSE_NORMAL, f"match {record.status}"
+            self._tell("finished")
+        elif self.sim.started and any(c.kind == LEAVE for c in step.applied):
+            self._tell("left")
+
+    def _tell(self, kind: str) -> None:
+        sim = self.sim
+        self._notify(MatchNotice(self.match_id, kind, self.status, self.status_reason, tuple(sim.seated),
+                                 None if sim.roster is None else tuple(sim.roster), self.game.backfill))
 
     async def _commit(self, record: StepRecord) -> None:
         started = trio.current_time()
@@ -412,6 +450,10 @@ class Actor:
                 item = self._receive.receive_nowait()
             except trio.WouldBlock:
                 break
+            if isinstance(item, RosterChange):
+                commands += [Command(RELEASE if item.release else RESERVE, p) for p in item.players]
+                self._roster_done.append(item.done)
+                continue
             conn = item.conn
             if isinstance(item, InputMessage):
                 if self.connections.get(conn.id) is conn:
@@ -433,6 +475,11 @@ class Actor:
                 self._arriving.remove(conn)
                 conn.refuse(protocol.CLOSE_NORMAL, "closed")
         return commands
+
+    def _roster_committed(self) -> None:
+        done, self._roster_done = self._roster_done, []
+        for event in done:
+            event.set()
 
     def _take_arriving(self) -> list[Connection]:
         arriving, self._arriving = self._arriving, []
@@ -616,6 +663,8 @@ class Actor:
                 return
             if isinstance(item, JoinRequest):
                 item.conn.refuse(code, f"match is {self.status}")
+            elif isinstance(item, RosterChange):
+                item.done.set()  # not applied: the caller looks at the match again
 
     # -- failures -----------------------------------------------------------------------------
 
@@ -641,6 +690,7 @@ class Actor:
         for conn in self.connections.values():
             conn.send(protocol.encode_server(frame, conn.fmt))
         self._stop_code, self._stop_reason = protocol.CLOSE_MATCH_CRASHED, "match crashed"
+        self._tell("finished")
 
     def _fail(self, reason: str) -> None:
         self.log.error("match failed: %s", reason)
@@ -651,4 +701,5 @@ class Actor:
         except (sqlite3.Error, OSError):
             self.log.exception("could not record the failure in the match file")
         self._stop_code, self._stop_reason = protocol.CLOSE_INTERNAL, "match failed: storage error"
+        self._tell("finished")
 

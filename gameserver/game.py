@@ -9,7 +9,10 @@ clock and do no I/O, so a match can be re-simulated exactly from its input log. 
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import random
+import sys
 from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -191,6 +194,9 @@ class Game(Generic[S, I, P]):
     reconnect_grace_s: ClassVar[float] = 30.0  # a dropped player keeps their seat this long
     empty_timeout_s: ClassVar[float | None] = 300.0  # nobody connected this long: end, or pause
     when_empty: ClassVar[str] = EMPTY_END  # EMPTY_END or EMPTY_PAUSE
+    # A running matchmade match whose players left (past their reconnect grace) asks the
+    # matchmaker for replacements while this is true.
+    backfill: ClassVar[bool] = False
     state_type: ClassVar[type]
     input_type: ClassVar[type]
     params_type: ClassVar[type] = NoParams
@@ -255,6 +261,20 @@ class Game(Generic[S, I, P]):
     def view(self, state: S, audience: Hashable) -> Any:
         """What an audience sees of the state. Override with `audience` to hide information."""
         return state
+
+
+def fingerprint(game: type[Game]) -> str:
+    """A fingerprint of a game's code: SHA-256 over the source of the module that defines it (or of
+    the class alone when the module's source cannot be read), so that a replay can tell a changed
+    game from non-determinism."""
+    try:
+        source = inspect.getsource(sys.modules[game.__module__])
+    except (OSError, TypeError, KeyError):
+        try:
+            source = inspect.getsource(game)
+        except (OSError, TypeError):
+            source = f"{game.__module__}.{game.__qualname__} {game.version}"
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 def check_game_class(game: type[Game]) -> None:

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from . import canonical, memory, storage
-from .actor import Actor, InboxItem, describe_match
+from .actor import Actor, InboxItem, MatchNotice, RosterChange, describe_match
 from .alarms import RETENTION, Alarm
 from .connection import Connection
 from .protocol import CLOSE_GOING_AWAY
@@ -103,6 +103,7 @@ class Node:
         self._offload = trio.to_thread.run_sync if offload else _run_inline
         self._trim_pending = False
         self._en_route: dict[str, int] = {}  # messages between node.submit and an actor's inbox
+        self.listeners: list[Callable[[MatchNotice], None]] = []  # told when matches finish or lose players
         self.closing = False
 
     @property
@@ -166,6 +167,19 @@ class Node:
                 self._en_route[match_id] = left
             else:
                 del self._en_route[match_id]
+
+    async def change_roster(self, match_id: str, players: list[str], *, release: bool = False) -> list[str]:
+        """Hold seats for `players` in a matchmade match (a backfill), or give back held seats they
+        did not take (`release`); returns the roster once the change is committed. NodeError if
+        the match cannot take it (over, unknown, or its inbox stayed full)."""
+        item = RosterChange(tuple(players), release)
+        if not await self.submit(match_id, item):
+            raise MatchOver(f"match {match_id} cannot change its roster now")
+        await item.done.wait()
+        actor = self.actors.get(match_id)
+        if actor is None or actor.over or actor.sim.roster is None:
+            raise MatchOver(f"match {match_id} is over or has no roster")
+        return list(actor.sim.roster)
 
     def en_route(self, match_id: str) -> bool:
         """Whether a message for `match_id` is on its way to its actor."""
@@ -232,8 +246,11 @@ class Node:
 
     # -- creating -----------------------------------------------------------------------------
 
-    async def create_match(self, game_name: str, params: Any = None, name: str | None = None) -> MatchMeta:
-        """Create a match's file. With a name, the id is derived from it and creation is idempotent."""
+    async def create_match(self, game_name: str, params: Any = None, name: str | None = None, *,
+                           roster: list[str] | None = None, lobby_s: float | None = None) -> MatchMeta:
+        """Create a match's file. With a name, the id is derived from it and creation is idempotent.
+        With a `roster` (the matchmaker's players) only they may join, and the match starts when all
+        of them have, or is cancelled if they have not after `lobby_s`."""
         game = self.games.get(game_name)
         if game is None:
             raise UnknownGame(f"no game {game_name!r}; this node has {', '.join(sorted(self.games))}")
@@ -257,7 +274,7 @@ class Node:
         def create() -> MatchMeta:
             return create_match_file(path, game, match_id=match_id, params=structured, seed=seed,
                                      snapshot_every=self.config.snapshot_every, now=now,
-                                     synchronous=self.config.synchronous)[0]
+                                     synchronous=self.config.synchronous, roster=roster, lobby_s=lobby_s)[0]
 
         try:
             meta = await self._offload(create)
@@ -268,7 +285,7 @@ class Node:
         except storage.MatchExists:
             if name is None:
                 raise  # 128 random bits collided: not a case to handle quietly
-            return await self.create_match(game_name, params, name)
+            return await self.create_match(game_name, params, name, roster=roster, lobby_s=lobby_s)
         self.unfinished[match_id] = meta
         log.info("created %s match %s", game_name, match_id)
         return meta
@@ -341,7 +358,7 @@ class Node:
         actor = Actor(game=self.games[meta.game], store=store, sim=sim, meta=meta, config=self.config,
                       metrics=self.metrics, wall_clock=self.wall_clock, alarms=alarms, adopted=adopted,
                       schedule_alarm=self.scheduler.set, on_hibernate=self._keep_connections, offload=self._offload,
-                      en_route=self.en_route,
+                      en_route=self.en_route, notify=self._notify,
                       recorded_connections=recorded)
         assert self._nursery is not None, "Node.run must be running"
         await self._nursery.start(self._run_actor, actor)
@@ -358,6 +375,13 @@ class Node:
             self.metrics.live_matches.dec()
             if actor.status in FINISHED:
                 self.unfinished.pop(actor.match_id, None)
+
+    def _notify(self, notice: MatchNotice) -> None:
+        for listener in self.listeners:
+            try:
+                listener(notice)
+            except Exception:
+                log.exception("a match listener failed on %s", notice)
 
     def _keep_connections(self, match_id: str, connections: list[Connection]) -> None:
         """A match hibernates: hold its open connections until it wakes."""

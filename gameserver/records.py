@@ -19,6 +19,7 @@ class Snapshot:
     last_seq: dict[str, int]
     started: bool = True
     timers: dict[str, float] = attrs.field(factory=dict)
+    roster: list[str] | None = None  # the matchmaker's players, None for an open match
 
 
 @attrs.frozen
@@ -45,7 +46,7 @@ def snapshot_of(sim: Simulation) -> Snapshot:
     """A snapshot of the simulation, normalised first (see `Simulation.normalize`)."""
     sim.normalize()
     return Snapshot(sim.tick, sim.canonical().decode(), sim.checksum(), list(sim.seated), dict(sim.last_seq),
-                    sim.started, dict(sim.timers))
+                    sim.started, dict(sim.timers), None if sim.roster is None else list(sim.roster))
 
 
 def step_record(sim: Simulation, step: Step, snapshot_every: int) -> StepRecord:

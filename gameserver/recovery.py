@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from . import canonical
-from .game import Game
+from .game import Game, fingerprint
 from .simulation import Simulation
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,9 @@ from typing import Any
 from .records import Snapshot, snapshot_of
 from .alarms import LOBBY, Alarm, earliest
 from .storage import LOBBY as LOBBY_STATUS, RUNNING, CorruptFile, MatchFileError, MatchMeta, MatchStore
+
+
+DEFAULT_ROSTER_LOBBY_S = 60.0
 
 
 class Diverged(MatchFileError):
@@ -33,21 +36,25 @@ class Diverged(MatchFileError):
 
 
 def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, seed: int, snapshot_every: int,
-                      now: float, synchronous: str = "NORMAL") -> tuple[MatchMeta, Simulation]:
+                      now: float, synchronous: str = "NORMAL", roster: list[str] | None = None,
+                      lobby_s: float | None = None) -> tuple[MatchMeta, Simulation]:
     """Run the game's `init` and create the match's file with tick 0 as its first snapshot.
 
-    `params` is already structured. Raises `GameCrashed` if `init` raises, `MatchExists` if the
-    file is there already.
+    `params` is already structured. With a `roster` (the matchmaker's players) only they may join,
+    and the lobby waits `lobby_s` (default: the game's lobby timeout, else 60 s) for all of them.
+    Raises `GameCrashed` if `init` raises, `MatchExists` if the file is there already.
     """
-    sim = Simulation.new(game, match_id=match_id, seed=seed, params=params, now=now)
-    lobby = game.lobby_timeout(params)
+    sim = Simulation.new(game, match_id=match_id, seed=seed, params=params, now=now, roster=roster)
+    lobby = lobby_s if lobby_s is not None else game.lobby_timeout(params)
+    if lobby is None and roster is not None:
+        lobby = DEFAULT_ROSTER_LOBBY_S
     alarms = [] if sim.started else [Alarm(LOBBY, now + max(float(lobby), 0.0))]
     alarms += [Alarm(name, due) for name, due in sim.timers.items()]  # set by init
     meta = MatchMeta(match_id=match_id, game=game.name, game_version=game.version,
                      params=canonical.converter.unstructure(params), seed=seed, tick_rate=game.tick_rate,
                      snapshot_every=snapshot_every, status=RUNNING if sim.started else LOBBY_STATUS, status_reason=None,
                      tick=0, created_at=now, updated_at=now, started_at=now if sim.started else None, ended_at=None,
-                     result=None, next_alarm_at=earliest(alarms))
+                     result=None, next_alarm_at=earliest(alarms), code_fingerprint=fingerprint(type(game)))
     MatchStore.create(path, meta, snapshot_of(sim), kv=sim.kv, alarms=alarms, synchronous=synchronous).close()
     return meta, sim
 
@@ -62,7 +69,8 @@ def simulation_at_snapshot(store: MatchStore, game: Game, meta: MatchMeta, snaps
                           f"{game.name} {game.version}: {canonical.describe_error(error)}") from error
     sim = Simulation(game, match_id=meta.match_id, seed=meta.seed, params=params, state=state,
                      tick=snapshot.tick, seated=snapshot.seated, last_seq=snapshot.last_seq,
-                     kv=store.kv_at(snapshot.tick), started=snapshot.started, timers=snapshot.timers)
+                     kv=store.kv_at(snapshot.tick), started=snapshot.started, timers=snapshot.timers,
+                     roster=snapshot.roster)
     if sim.checksum() != snapshot.checksum:
         raise Diverged(store.path, snapshot.tick, snapshot.checksum, sim.checksum())
     return sim

@@ -22,10 +22,13 @@ JOIN = "join"
 LEAVE = "leave"
 INPUT = "input"
 TIMER = "timer"  # an alarm or timer that came due: data is {"name": ..., "retry": n}
-KINDS = (JOIN, LEAVE, INPUT, TIMER)
+RESERVE = "reserve"  # the matchmaker holds a seat for `player` (a backfill): they may join
+RELEASE = "release"  # a held seat nobody took is given back (the player never joined)
+KINDS = (JOIN, LEAVE, INPUT, TIMER, RESERVE, RELEASE)
 
 ENDED = "ended"
 CANCELLED = "cancelled"
+NO_SHOW_PREFIX = "players did not join: "  # a roster match cancelled at its lobby timeout
 
 
 @attrs.frozen
@@ -91,6 +94,7 @@ class Simulation:
         kv: dict[str, Any] | None = None,
         started: bool = True,
         timers: dict[str, float] | None = None,
+        roster: list[str] | None = None,
     ):
         self.game = game
         self.match_id = match_id
@@ -103,17 +107,21 @@ class Simulation:
         self.kv: dict[str, Any] = dict(kv or {})
         self.started = started  # out of the lobby: inputs and ticks apply
         self.timers: dict[str, float] = dict(timers or {})  # the game's alarm and named timers
+        # The players the matchmaker placed here (None: an open match, anyone may join up to max_players).
+        # With a roster only its players may take a seat, and the lobby ends when all of them have one.
+        self.roster: list[str] | None = None if roster is None else list(roster)
         self._canonical: tuple[int, bytes] | None = None
 
     @classmethod
-    def new(cls, game: Game, *, match_id: str, seed: int, params: Any, now: float = 0.0) -> Simulation:
-        """A fresh match at tick 0: in its lobby if the game has one for these parameters.
+    def new(cls, game: Game, *, match_id: str, seed: int, params: Any, now: float = 0.0,
+            roster: list[str] | None = None) -> Simulation:
+        """A fresh match at tick 0: in its lobby if the game has one for these parameters (or a roster).
         Raises `GameCrashed` if the game's `init` raises."""
-        sim = cls(game, match_id=match_id, seed=seed, params=params, state=None)
+        sim = cls(game, match_id=match_id, seed=seed, params=params, state=None, roster=roster)
         ctx = sim._context(0, now)
         try:
             sim.state = game.init(params, ctx)
-            sim.started = game.lobby_timeout(params) is None
+            sim.started = game.lobby_timeout(params) is None and roster is None
         except Exception as error:
             raise GameCrashed(0, [], error) from error
         return sim
@@ -134,10 +142,11 @@ class Simulation:
     def checkpoint(self) -> tuple:
         """Everything a step may change, to put back with `rollback` if the step must not count."""
         return (copy.deepcopy(self.state), self.tick, list(self.seated), dict(self.last_seq),
-                copy.deepcopy(self.kv), self.started, dict(self.timers))
+                copy.deepcopy(self.kv), self.started, dict(self.timers), copy.copy(self.roster))
 
     def rollback(self, checkpoint: tuple) -> None:
-        self.state, self.tick, self.seated, self.last_seq, self.kv, self.started, self.timers = checkpoint
+        (self.state, self.tick, self.seated, self.last_seq, self.kv, self.started, self.timers,
+         self.roster) = checkpoint
         self._canonical = None
 
     def normalize(self) -> None:
@@ -182,6 +191,9 @@ class Simulation:
                 elif kind == JOIN:
                     if player in self.seated:
                         continue  # already seated: a reconnect, nothing to simulate
+                    if self.roster is not None and player not in self.roster:
+                        rejected.append(Rejection(command, "not_on_roster", "this match has no seat for you"))
+                        continue
                     if len(self.seated) >= game.max_players:
                         rejected.append(Rejection(command, "match_full", "the match is full"))
                         continue
@@ -193,7 +205,7 @@ class Simulation:
                     self.seated.append(player)
                     self.last_seq.setdefault(player, 0)
                     ctx.events.append((JOIN, {"player": player}))
-                    if not self.started and len(self.seated) >= game.max_players:
+                    if not self.started and (len(self.seated) >= game.max_players or self._roster_seated()):
                         state, started = self._start(state, ctx), True
                 elif kind == LEAVE:
                     if player not in self.seated:
@@ -201,6 +213,14 @@ class Simulation:
                     state = _replaced(state, game.leave(state, player, ctx))
                     self.seated.remove(player)
                     ctx.events.append((LEAVE, {"player": player}))
+                elif kind == RESERVE:
+                    if self.roster is None or player in self.roster:
+                        continue  # an open match, or held already
+                    self.roster.append(player)
+                elif kind == RELEASE:
+                    if self.roster is None or player not in self.roster or player in self.seated:
+                        continue
+                    self.roster.remove(player)
                 elif kind == TIMER:
                     state, fired, outcome, began = self._fire(state, command, ctx)
                     started = started or began
@@ -232,6 +252,9 @@ class Simulation:
         ctx.events.append(("start", {"players": list(self.seated)}))
         return state
 
+    def _roster_seated(self) -> bool:
+        return self.roster is not None and all(player in self.seated for player in self.roster)
+
     def _fire(self, state: Any, command: Command, ctx: Context) -> tuple[Any, bool, tuple[str, Result] | None, bool]:
         """Run a due alarm: (state, whether it applied, the outcome if it ends the match, started)."""
         data = command.data if isinstance(command.data, dict) else {}
@@ -240,6 +263,12 @@ class Simulation:
         if name == LOBBY:
             if self.started:
                 return state, False, None, False
+            if self.roster is not None:
+                missing = [p for p in self.roster if p not in self.seated]
+                if not missing:
+                    return self._start(state, ctx), True, None, True
+                reason = f"{NO_SHOW_PREFIX}{', '.join(missing)}"
+                return state, True, (CANCELLED, Result(reason=reason, data={"missing": missing})), False
             if len(self.seated) >= game.min_players:
                 return self._start(state, ctx), True, None, True
             reason = f"not enough players joined ({len(self.seated)} of at least {game.min_players})"

@@ -28,7 +28,7 @@ from .records import Snapshot, StepRecord
 from .simulation import CANCELLED, ENDED
 from .simulation import Command
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x41524231  # "ARB1": tells an Arbiter match file from any other SQLite file
 SUFFIX = ".sqlite3"
 CACHE_KIB = 512  # SQLite's page cache per open match file (its default is 2 MiB; match files are small)
@@ -116,9 +116,15 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
                  "attachment TEXT, connected_at REAL NOT NULL)")
 
 
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """The matchmaker's roster (in snapshots: backfill changes it), and the game code's fingerprint."""
+    conn.execute("ALTER TABLE snapshots ADD COLUMN roster TEXT")
+    conn.execute("ALTER TABLE match ADD COLUMN code_fingerprint TEXT")
+
+
 # MIGRATIONS[v] turns a version-v file into a version-(v + 1) file, inside one transaction.
 # New files are created at version 1 and migrated, so a new file and a migrated one are the same.
-MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 class MatchFileError(Exception):
@@ -159,6 +165,7 @@ class MatchMeta:
     ended_at: float | None
     result: Any
     next_alarm_at: float | None = None
+    code_fingerprint: str | None = None  # of the game's code at creation (None: created before schema 4)
 
 
 def match_path(data_dir: Path, match_id: str) -> Path:
@@ -221,10 +228,11 @@ class MatchStore:
             conn.execute(
                 "INSERT INTO match (only, match_id, game, game_version, params, seed, tick_rate,"
                 " snapshot_every, status, status_reason, tick, created_at, updated_at, started_at,"
-                " ended_at, result) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " ended_at, result, code_fingerprint) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (meta.match_id, meta.game, meta.game_version, _json(meta.params), meta.seed,
                  meta.tick_rate, meta.snapshot_every, meta.status, meta.status_reason, meta.tick,
-                 meta.created_at, meta.updated_at, meta.started_at, meta.ended_at, _json(meta.result)),
+                 meta.created_at, meta.updated_at, meta.started_at, meta.ended_at, _json(meta.result),
+                 meta.code_fingerprint),
             )
             cls._insert_snapshot(conn, snapshot)
             conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (snapshot.tick, snapshot.checksum))
@@ -295,7 +303,8 @@ class MatchStore:
     def meta(self) -> MatchMeta:
         row = self.conn.execute(
             "SELECT match_id, game, game_version, params, seed, tick_rate, snapshot_every, status,"
-            " status_reason, tick, created_at, updated_at, started_at, ended_at, result, next_alarm_at FROM match"
+            " status_reason, tick, created_at, updated_at, started_at, ended_at, result, next_alarm_at,"
+            " code_fingerprint FROM match"
         ).fetchone()
         if row is None:
             raise CorruptFile(f"{self.path}: the match row is missing")
@@ -305,7 +314,7 @@ class MatchStore:
         return MatchMeta(*values)
 
     def latest_snapshot(self, at_or_before: int | None = None) -> Snapshot:
-        sql = "SELECT tick, state, checksum, seated, last_seq, started, timers FROM snapshots"
+        sql = "SELECT tick, state, checksum, seated, last_seq, started, timers, roster FROM snapshots"
         args: tuple = ()
         if at_or_before is not None:
             sql += " WHERE tick <= ?"
@@ -314,7 +323,7 @@ class MatchStore:
         if row is None:
             raise CorruptFile(f"{self.path}: no snapshot")
         return Snapshot(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), bool(row[5]),
-                        json.loads(row[6]))
+                        json.loads(row[6]), json.loads(row[7]) if row[7] is not None else None)
 
     def commands_after(self, tick: int, until: int | None = None) -> Iterator[tuple[int, list[Command]]]:
         """(tick, commands) for every tick after `tick` that has commands, in order."""
@@ -457,10 +466,10 @@ class MatchStore:
     @staticmethod
     def _insert_snapshot(conn: sqlite3.Connection, snapshot: Snapshot) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO snapshots (tick, state, checksum, seated, last_seq, started, timers)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO snapshots (tick, state, checksum, seated, last_seq, started, timers, roster)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (snapshot.tick, snapshot.state, snapshot.checksum, _json(snapshot.seated), _json(snapshot.last_seq),
-             snapshot.started, _json(snapshot.timers)))
+             snapshot.started, _json(snapshot.timers), _json(snapshot.roster)))
 
     @staticmethod
     def _write_alarms(conn: sqlite3.Connection, writes: list[tuple[str, Alarm | None]]) -> None:
