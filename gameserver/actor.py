@@ -87,8 +87,9 @@ class RosterChange:
 class MatchNotice:
     """What a match tells its node's listeners (the matchmaker), after the writes it reflects committed.
 
-    kind "finished": the match is over (`status`, `reason`); "left": a seated player left a running
-    match. `seated` and `roster` are as of the notice (roster None: an open match)."""
+    kind "started": the match left its lobby; "finished": the match is over (`status`, `reason`);
+    "left": a seated player left a running match. `seated` and `roster` are as of the notice
+    (roster None: an open match)."""
 
     match_id: str
     kind: str
@@ -97,6 +98,8 @@ class MatchNotice:
     seated: tuple[str, ...]
     roster: tuple[str, ...] | None
     backfill: bool  # the game asks for replacements of players who left
+    max_players: int
+    labels: dict[str, str]
 
 
 InboxItem = JoinRequest | InputMessage | LeaveRequest | RosterChange
@@ -426,13 +429,17 @@ class Actor:
             self.log.info("match %s at tick %d: %s", record.status, step.tick, record.result)
             self._stop_code, self._stop_reason = protocol.CLOSE_NORMAL, f"match {record.status}"
             self._tell("finished")
-        elif self.sim.started and any(c.kind == LEAVE for c in step.applied):
+            return
+        if step.started:
+            self._tell("started")
+        if self.sim.started and any(c.kind == LEAVE for c in step.applied):
             self._tell("left")
 
     def _tell(self, kind: str) -> None:
         sim = self.sim
         self._notify(MatchNotice(self.match_id, kind, self.status, self.status_reason, tuple(sim.seated),
-                                 None if sim.roster is None else tuple(sim.roster), self.game.backfill))
+                                 None if sim.roster is None else tuple(sim.roster), self.game.backfill,
+                                 self.game.max_players, self.meta.labels))
 
     async def _commit(self, record: StepRecord) -> None:
         started = trio.current_time()

@@ -76,6 +76,19 @@ class NameTaken(NodeError):
 
 
 @attrs.frozen
+class MatchSummary:
+    """What a listing shows of a match."""
+
+    match_id: str
+    game: str
+    status: str
+    players: int  # seated now
+    max_players: int
+    labels: dict[str, str]
+    created_at: float
+
+
+@attrs.frozen
 class BrokenFile:
     path: str
     reason: str
@@ -104,6 +117,7 @@ class Node:
         self._trim_pending = False
         self._en_route: dict[str, int] = {}  # messages between node.submit and an actor's inbox
         self.listeners: list[Callable[[MatchNotice], None]] = []  # told when matches finish or lose players
+        self._last_seen: dict[str, MatchSummary] = {}  # matches not in memory, as their actor left them
         self.closing = False
 
     @property
@@ -247,7 +261,8 @@ class Node:
     # -- creating -----------------------------------------------------------------------------
 
     async def create_match(self, game_name: str, params: Any = None, name: str | None = None, *,
-                           roster: list[str] | None = None, lobby_s: float | None = None) -> MatchMeta:
+                           roster: list[str] | None = None, lobby_s: float | None = None,
+                           labels: dict[str, str] | None = None) -> MatchMeta:
         """Create a match's file. With a name, the id is derived from it and creation is idempotent.
         With a `roster` (the matchmaker's players) only they may join, and the match starts when all
         of them have, or is cancelled if they have not after `lobby_s`."""
@@ -274,7 +289,8 @@ class Node:
         def create() -> MatchMeta:
             return create_match_file(path, game, match_id=match_id, params=structured, seed=seed,
                                      snapshot_every=self.config.snapshot_every, now=now,
-                                     synchronous=self.config.synchronous, roster=roster, lobby_s=lobby_s)[0]
+                                     synchronous=self.config.synchronous, roster=roster, lobby_s=lobby_s,
+                                     labels=labels)[0]
 
         try:
             meta = await self._offload(create)
@@ -285,8 +301,10 @@ class Node:
         except storage.MatchExists:
             if name is None:
                 raise  # 128 random bits collided: not a case to handle quietly
-            return await self.create_match(game_name, params, name, roster=roster, lobby_s=lobby_s)
+            return await self.create_match(game_name, params, name, roster=roster, lobby_s=lobby_s, labels=labels)
         self.unfinished[match_id] = meta
+        self._last_seen[match_id] = MatchSummary(match_id, game_name, meta.status, 0, game.max_players, meta.labels,
+                                                 meta.created_at)
         log.info("created %s match %s", game_name, match_id)
         return meta
 
@@ -372,6 +390,10 @@ class Node:
         finally:
             if self.actors.get(actor.match_id) is actor:
                 del self.actors[actor.match_id]
+            if actor.over:
+                self._last_seen.pop(actor.match_id, None)
+            else:
+                self._last_seen[actor.match_id] = self._summary_of(actor)
             self.metrics.live_matches.dec()
             if actor.status in FINISHED:
                 self.unfinished.pop(actor.match_id, None)
@@ -429,6 +451,34 @@ class Node:
             player["attachment"] = conn.attachment if conn is not None else None
         return describe_match(meta, players=players, connections=len(self.hibernated.get(match_id, [])), live=False,
                               alarms=alarms)
+
+    async def listing(self) -> list[MatchSummary]:
+        """A summary of every unfinished match: from live actors, else as last seen (an actor that
+        left memory), else from its file (once; then remembered)."""
+        found = []
+        for match_id, meta in list(self.unfinished.items()):
+            actor = self.actors.get(match_id)
+            if actor is not None and not actor.finished.is_set():
+                summary = self._summary_of(actor)
+            else:
+                summary = self._last_seen.get(match_id)
+                if summary is None:
+                    try:
+                        described = await self.describe(match_id)
+                    except NodeError:
+                        continue
+                    game = self.games.get(meta.game)
+                    summary = MatchSummary(match_id, meta.game, described["status"], len(described["players"]),
+                                           game.max_players if game else 0, meta.labels, meta.created_at)
+                    self._last_seen[match_id] = summary
+            if summary.status not in FINISHED and match_id in self.unfinished:
+                found.append(summary)
+        return found
+
+    @staticmethod
+    def _summary_of(actor: Actor) -> MatchSummary:
+        return MatchSummary(actor.match_id, actor.meta.game, actor.status, len(actor.sim.seated),
+                            actor.game.max_players, actor.meta.labels, actor.meta.created_at)
 
     async def failed_alarms(self) -> list[tuple[str, Alarm]]:
         """Every alarm recorded as failed, in every match file of this node (live ones from memory)."""

@@ -9,6 +9,7 @@ by the replay tool.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from . import canonical
 from .game import Game, fingerprint
@@ -27,17 +28,20 @@ DEFAULT_ROSTER_LOBBY_S = 60.0
 class Diverged(MatchFileError):
     """Re-simulation did not reproduce the stored checksum at `tick`."""
 
-    def __init__(self, path: object, tick: int, expected: int, actual: int):
+    def __init__(self, path: object, tick: int, expected: int, actual: int, *, sim: Simulation | None = None,
+                 previous: bytes | None = None):
         super().__init__(f"{path}: re-simulation diverged at tick {tick} "
                          f"(stored checksum {expected}, re-simulated {actual})")
         self.tick = tick
         self.expected = expected
         self.actual = actual
+        self.sim = sim  # the re-simulated match at `tick`, for the replay tool's diff
+        self.previous = previous  # the canonical state after tick - 1, which matched its checksum
 
 
 def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, seed: int, snapshot_every: int,
                       now: float, synchronous: str = "NORMAL", roster: list[str] | None = None,
-                      lobby_s: float | None = None) -> tuple[MatchMeta, Simulation]:
+                      lobby_s: float | None = None, labels: dict[str, str] | None = None) -> tuple[MatchMeta, Simulation]:
     """Run the game's `init` and create the match's file with tick 0 as its first snapshot.
 
     `params` is already structured. With a `roster` (the matchmaker's players) only they may join,
@@ -54,7 +58,8 @@ def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, see
                      params=canonical.converter.unstructure(params), seed=seed, tick_rate=game.tick_rate,
                      snapshot_every=snapshot_every, status=RUNNING if sim.started else LOBBY_STATUS, status_reason=None,
                      tick=0, created_at=now, updated_at=now, started_at=now if sim.started else None, ended_at=None,
-                     result=None, next_alarm_at=earliest(alarms), code_fingerprint=fingerprint(type(game)))
+                     result=None, next_alarm_at=earliest(alarms), code_fingerprint=fingerprint(type(game)),
+                     labels=dict(labels or {}))
     MatchStore.create(path, meta, snapshot_of(sim), kv=sim.kv, alarms=alarms, synchronous=synchronous).close()
     return meta, sim
 
@@ -82,10 +87,18 @@ def restore(store: MatchStore, game: Game, until: int | None = None) -> Simulati
     last = meta.tick if until is None else min(until, meta.tick)
     snapshot = store.latest_snapshot(at_or_before=last)
     sim = simulation_at_snapshot(store, game, meta, snapshot)
-    steps = store.steps_after(snapshot.tick, last)
-    commands = store.commands_after(snapshot.tick, last)
+    return resimulate(store, sim, meta, last)
+
+
+def resimulate(store: MatchStore, sim: Simulation, meta: MatchMeta, last: int,
+               progress: Callable[[int], None] | None = None) -> Simulation:
+    """Step `sim` through the logged commands up to tick `last`, checking every stored checksum.
+    `progress` (the replay tool's) is called with the tick every 1024 ticks."""
+    steps = store.steps_after(sim.tick, last)
+    commands = store.commands_after(sim.tick, last)
     pending = next(commands, None)
     while sim.tick < last:
+        previous = sim.canonical()  # cached by the last check: the state a divergence started from
         batch = []
         if pending is not None and pending[0] == sim.tick + 1:
             batch = pending[1]
@@ -96,8 +109,11 @@ def restore(store: MatchStore, game: Game, until: int | None = None) -> Simulati
             sim.normalize()  # as the live match did when it took a snapshot here
         if step.rejected:
             rejection = step.rejected[0]
-            raise Diverged(store.path, step.tick, stored or 0, sim.checksum()) from ValueError(
+            raise Diverged(store.path, step.tick, stored or 0, sim.checksum(), sim=sim,
+                           previous=previous) from ValueError(
                 f"a logged command was rejected on replay: {rejection.code} {rejection.message}")
         if stored is not None and stored != sim.checksum():
-            raise Diverged(store.path, step.tick, stored, sim.checksum())
+            raise Diverged(store.path, step.tick, stored, sim.checksum(), sim=sim, previous=previous)
+        if progress is not None and not step.tick & 1023:
+            progress(step.tick)
     return sim

@@ -32,6 +32,7 @@ SCHEMA_VERSION = 4
 APPLICATION_ID = 0x41524231  # "ARB1": tells an Arbiter match file from any other SQLite file
 SUFFIX = ".sqlite3"
 CACHE_KIB = 512  # SQLite's page cache per open match file (its default is 2 MiB; match files are small)
+_IMMUTABLE_JSON = (str, int, float, bool, type(None))
 
 CREATED = "created"  # schema-1 files only: a match not activated yet (treated as running)
 LOBBY = "lobby"
@@ -117,9 +118,11 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
-    """The matchmaker's roster (in snapshots: backfill changes it), and the game code's fingerprint."""
+    """The matchmaker's roster (in snapshots: backfill changes it), the game code's fingerprint, and
+    the match's labels (for listing: queue, visibility)."""
     conn.execute("ALTER TABLE snapshots ADD COLUMN roster TEXT")
     conn.execute("ALTER TABLE match ADD COLUMN code_fingerprint TEXT")
+    conn.execute("ALTER TABLE match ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
 
 
 # MIGRATIONS[v] turns a version-v file into a version-(v + 1) file, inside one transaction.
@@ -166,6 +169,7 @@ class MatchMeta:
     result: Any
     next_alarm_at: float | None = None
     code_fingerprint: str | None = None  # of the game's code at creation (None: created before schema 4)
+    labels: dict[str, str] = attrs.field(factory=dict)  # set at creation, for listing (queue, private...)
 
 
 def match_path(data_dir: Path, match_id: str) -> Path:
@@ -228,11 +232,11 @@ class MatchStore:
             conn.execute(
                 "INSERT INTO match (only, match_id, game, game_version, params, seed, tick_rate,"
                 " snapshot_every, status, status_reason, tick, created_at, updated_at, started_at,"
-                " ended_at, result, code_fingerprint) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " ended_at, result, code_fingerprint, labels) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (meta.match_id, meta.game, meta.game_version, _json(meta.params), meta.seed,
                  meta.tick_rate, meta.snapshot_every, meta.status, meta.status_reason, meta.tick,
                  meta.created_at, meta.updated_at, meta.started_at, meta.ended_at, _json(meta.result),
-                 meta.code_fingerprint),
+                 meta.code_fingerprint, _json(meta.labels)),
             )
             cls._insert_snapshot(conn, snapshot)
             conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (snapshot.tick, snapshot.checksum))
@@ -304,13 +308,14 @@ class MatchStore:
         row = self.conn.execute(
             "SELECT match_id, game, game_version, params, seed, tick_rate, snapshot_every, status,"
             " status_reason, tick, created_at, updated_at, started_at, ended_at, result, next_alarm_at,"
-            " code_fingerprint FROM match"
+            " code_fingerprint, labels FROM match"
         ).fetchone()
         if row is None:
             raise CorruptFile(f"{self.path}: the match row is missing")
         values = list(row)
         values[3] = json.loads(values[3])
         values[14] = json.loads(values[14]) if values[14] is not None else None
+        values[17] = json.loads(values[17])
         return MatchMeta(*values)
 
     def latest_snapshot(self, at_or_before: int | None = None) -> Snapshot:
@@ -333,12 +338,23 @@ class MatchStore:
             sql += " AND tick <= ?"
             args = (tick, until)
         current, batch = None, []
+        decoded: dict[str, Any] = {}  # an input's JSON text -> its decoded object, for flat objects (they repeat)
         for t, kind, player, seq, data in self.conn.execute(sql + " ORDER BY tick, idx", args):
             if t != current:
                 if batch:
                     yield current, batch
                 current, batch = t, []
-            batch.append(Command(kind, player, seq, json.loads(data) if data is not None else None))
+            value = None
+            if data is not None:
+                value = decoded.get(data)
+                if value is None:
+                    value = json.loads(data)
+                    # Shared between commands only when nothing in it can change: the simulation reads a
+                    # command's object and game code gets only its values (an input type is an attrs class).
+                    if type(value) is dict and len(decoded) < 4096 and all(
+                            type(v) in _IMMUTABLE_JSON for v in value.values()):
+                        decoded[data] = value
+            batch.append(Command(kind, player, seq, value))
         if batch:
             yield current, batch
 

@@ -8,41 +8,28 @@ speaks attrs. Every error is `application/problem+json` (RFC 9457) with a stable
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gameserver import tokens
+from matchmaker.auth import PlayerAuth
+from matchmaker.service import Matchmaker
+from matchmaker.ticket_api import matchmaking_routes
+from matchmaker.http_common import MAX_BODY_BYTES, PLAYER_ID_PATTERN, PROBLEM, ApiError, Problem, Strict, problem
 from gameserver.node import (InvalidParams, MatchNotFound, MatchUnavailable, NameTaken, Node, NodeClosing, NodeError,
                              UnknownGame)
-
-PROBLEM = "application/problem+json"
-MAX_BODY_BYTES = 64 * 1024
-PLAYER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
-MATCH_ID_PATTERN = r"^[0-7][0-9a-z]{25}$"
 
 _STATUS_OF: dict[type[NodeError], int] = {
     UnknownGame: 422, InvalidParams: 422, NameTaken: 409, MatchNotFound: 404, MatchUnavailable: 409,
     NodeClosing: 503,
 }
-
-
-class Problem(BaseModel):
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    code: str
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # no coercion: `true` is not a number of seconds
 
 
 class CreateMatch(Strict):
@@ -140,20 +127,11 @@ class UnusableFile(BaseModel):
     reason: str
 
 
-def problem(status: int, code: str, detail: str, title: str | None = None,
-            headers: Mapping[str, str] | None = None) -> JSONResponse:
-    body = Problem(title=title or code.replace("_", " "), status=status, detail=detail, code=code)
-    return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM, headers=headers)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str):
-        self.status, self.code, self.detail = status, code, detail
-
-
 def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connections: Callable[[], int],
-               admin_token: str | None = None, wall_clock: Callable[[], float] | None = None) -> FastAPI:
-    """The ASGI app for one node. `ws_base()` is the WebSocket base URL clients are given."""
+               admin_token: str | None = None, wall_clock: Callable[[], float] | None = None,
+               matchmaker: Matchmaker | None = None, auth: PlayerAuth | None = None) -> FastAPI:
+    """The ASGI app for one node. `ws_base()` is the WebSocket base URL clients are given.
+    Without `admin_token` the admin endpoints are open (development)."""
     clock = wall_clock or node.wall_clock
     errors = {"default": {"model": Problem, "content": {PROBLEM: {}}}}
     app = FastAPI(title="Arbiter", version="0.1.0",
@@ -180,12 +158,15 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
     def ws_url(match_id: str) -> str:
         return f"{ws_base()}/v1/matches/{match_id}"
 
-    async def admin(request: Request) -> None:
+    def is_admin(request: Request) -> bool:
         if admin_token is None:
-            return
+            return True
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), admin_token.encode()):
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), admin_token.encode())
+
+    async def admin(request: Request) -> None:
+        if not is_admin(request):
             raise ApiError(401, "unauthorized", "this endpoint needs the admin bearer token")
 
     @app.middleware("http")
@@ -239,16 +220,6 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
         meta = await node.create_match(body.game, body.params, body.name)
         return MatchCreated(match_id=meta.match_id, game=meta.game, status=meta.status, ws_url=ws_url(meta.match_id))
 
-    @app.get("/v1/matches", response_model=list[MatchStatus], tags=["matches"])
-    async def list_matches() -> list[MatchStatus]:
-        found = []
-        for match_id in list(node.unfinished):
-            try:
-                found.append(MatchStatus(**await node.describe(match_id), ws_url=ws_url(match_id)))
-            except NodeError:
-                continue  # ended or became unusable while listing
-        return found
-
     @app.get("/v1/matches/{match_id}", response_model=MatchStatus, tags=["matches"],
              responses={404: errors["default"], 409: errors["default"]})
     async def match_status(match_id: str) -> MatchStatus:
@@ -279,4 +250,7 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
     async def unusable() -> list[UnusableFile]:
         return [UnusableFile(path=b.path, reason=b.reason) for b in node.broken.values()]
 
+    if matchmaker is not None:
+        assert auth is not None, "the matchmaking routes need player auth"
+        app.include_router(matchmaking_routes(matchmaker, auth, matchmaker.placement, node, clock, is_admin))
     return app

@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--retention-days", type=_non_negative_float, default=0.0,
                     help="delete a finished match's file this many days after it ended (default 0: keep)")
     up.add_argument("--ready-file", type=Path, default=None, help="write the URLs as JSON here once serving")
+    up.add_argument("--queues", type=Path, default=None, metavar="FILE",
+                    help="matchmaking queues (TOML, see docs/matchmaking.md; default: one queue per demo game)")
+    up.add_argument("--guests", action=argparse.BooleanOptionalAction, default=None,
+                    help="development mode: hand out guest player tokens at POST /v1/auth/guest "
+                         "(default: on when --host is loopback, off otherwise)")
+    up.add_argument("--auth-secret-file", type=Path, default=None, metavar="FILE",
+                    help="the secret that signs player tokens (at least 32 bytes; default: $ARBITER_AUTH_SECRET, "
+                         "else DATA_DIR/auth.key, created on first start)")
 
     commands.add_parser("openapi", help="print the HTTP API's OpenAPI document (docs/openapi.json)")
 
@@ -112,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_argument("--repeat", type=_positive_int, default=5, help="activations to time (default 5)")
     recovery.add_argument("--seed", type=int, default=1)
     recovery.add_argument("--json", action="store_true", help="print only the JSON object")
+    from tools.bench_replay import add_parser as add_bench_replay
+    from tools.replay import add_parser as add_replay
+
+    add_bench_replay(workloads)
+    add_replay(commands)
     return parser
 
 
@@ -140,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         from tools.bench_recovery import run_cli as run_recovery
 
         return run_recovery(args)
+    if args.command == "bench" and args.workload == "replay":
+        from tools.bench_replay import run_cli as run_bench_replay
+
+        return run_bench_replay(args)
+    if args.command == "replay":
+        from tools.replay import run_cli as run_replay
+
+        return run_replay(args)
     return 2
 
 
@@ -150,17 +171,25 @@ def openapi_document() -> str:
 
     from gameserver.node import Node
     from matchmaker.api import create_app
+    from matchmaker.auth import PlayerAuth
+    from matchmaker.placement import NodePlacement
+    from matchmaker.queues import default_modes
+    from matchmaker.service import Matchmaker
 
     with tempfile.TemporaryDirectory() as tmp:
         node = Node(NodeConfig(data_dir=Path(tmp)), builtin_games())
-        app = create_app(node, secret=b"x" * 32, ws_base=lambda: "ws://127.0.0.1:7351", connections=lambda: 0)
+        ws_base = "ws://127.0.0.1:7351"
+        matchmaker = Matchmaker(default_modes(), NodePlacement(node, b"x" * 32, lambda: ws_base))
+        app = create_app(node, secret=b"x" * 32, ws_base=lambda: ws_base, connections=lambda: 0,
+                         matchmaker=matchmaker, auth=PlayerAuth(secret=b"y" * 32, guests=True))
         return json.dumps(app.openapi(), indent=2, sort_keys=True)
 
 
 def _up(args: argparse.Namespace) -> int:
     import trio
 
-    from tools.up import ServerConfig, main as serve
+    from matchmaker.queues import QueueFileError, parse_modes
+    from tools.up import LOOPBACK, ServerConfig, main as serve
 
     games = builtin_games()
     for spec in args.game:
@@ -173,8 +202,28 @@ def _up(args: argparse.Namespace) -> int:
     node = NodeConfig(data_dir=args.data_dir, snapshot_every=args.snapshot_every, synchronous=args.synchronous,
                       token_ttl_s=args.token_ttl, hibernate_after_s=args.hibernate_after,
                       alarm_max_retries=args.alarm_retries, retention_days=args.retention_days)
+    queues = None
+    if args.queues is not None:
+        try:
+            queues = parse_modes(args.queues.read_text(), set(games))
+        except (OSError, UnicodeDecodeError, QueueFileError) as error:
+            print(f"arbiter up: --queues {args.queues}: {error}", file=sys.stderr)
+            return 2
+    auth_secret = None
+    if args.auth_secret_file is not None or os.environ.get("ARBITER_AUTH_SECRET"):
+        try:
+            auth_secret = (args.auth_secret_file.read_bytes() if args.auth_secret_file is not None
+                           else os.environ["ARBITER_AUTH_SECRET"].encode()).strip()
+        except OSError as error:
+            print(f"arbiter up: --auth-secret-file: {error}", file=sys.stderr)
+            return 2
+        if len(auth_secret) < 32:
+            print("arbiter up: the auth secret has at least 32 bytes", file=sys.stderr)
+            return 2
+    guests = args.guests if args.guests is not None else args.host in LOOPBACK
     config = ServerConfig(node=node, games=games, host=args.host, port=args.port, ws_port=args.ws_port,
-                          public_ws_url=args.public_ws_url, admin_token=args.admin_token)
+                          public_ws_url=args.public_ws_url, admin_token=args.admin_token, queues=queues,
+                          guests=guests, auth_secret=auth_secret)
     try:
         trio.run(serve, config, args.ready_file)
     except (OSError, ValueError) as error:  # a port in use, an unreadable data dir, a bad secret.key

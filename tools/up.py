@@ -25,6 +25,10 @@ from gameserver.game import Game
 from gameserver.node import Node
 from gameserver.tokens import load_or_create_secret
 from matchmaker.api import create_app
+from matchmaker.auth import PlayerAuth
+from matchmaker.placement import NodePlacement
+from matchmaker.queues import Mode, default_modes
+from matchmaker.service import Matchmaker
 
 log = logging.getLogger("arbiter.up")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -39,6 +43,9 @@ class ServerConfig:
     ws_port: int | None = None  # default: port + 1 (0 when port is 0)
     public_ws_url: str | None = None  # what clients are told, if not ws://host:ws_port
     admin_token: str | None = None
+    queues: dict[str, Mode] | None = None  # None: one queue per demo game this node has
+    guests: bool = True  # development mode: POST /v1/auth/guest hands out player tokens
+    auth_secret: bytes | None = None  # signs player tokens; None: data_dir/auth.key (created once)
 
 
 @attrs.frozen
@@ -47,6 +54,7 @@ class Running:
     ws_url: str
     node: Node
     endpoint: Endpoint
+    matchmaker: Matchmaker
 
 
 def _url_host(host: str) -> str:
@@ -59,6 +67,8 @@ async def run_server(config: ServerConfig, stop: trio.Event,
     data_dir = config.node.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = load_or_create_secret(data_dir / "secret.key")
+    auth = PlayerAuth(secret=config.auth_secret or load_or_create_secret(data_dir / "auth.key"),
+                      guests=config.guests)
     node = Node(config.node, config.games)
     endpoint = Endpoint(node, secret)
     async with trio.open_nursery() as nursery:
@@ -66,8 +76,13 @@ async def run_server(config: ServerConfig, stop: trio.Event,
         ws_port = config.ws_port if config.ws_port is not None else (config.port + 1 if config.port else 0)
         ws_server = await nursery.start(endpoint.serve, config.host, ws_port)
         ws_url = config.public_ws_url or f"ws://{_url_host(config.host)}:{ws_server.port}"
+        modes = config.queues if config.queues is not None else {
+            name: mode for name, mode in default_modes().items() if mode.game in config.games}
+        matchmaker = Matchmaker(modes, NodePlacement(node, secret, lambda: ws_url), clock=node.wall_clock)
+        node.listeners.append(matchmaker.on_notice)
+        await nursery.start(matchmaker.run)
         app = create_app(node, secret=secret, ws_base=lambda: ws_url, connections=lambda: endpoint.open,
-                         admin_token=config.admin_token)
+                         admin_token=config.admin_token, matchmaker=matchmaker, auth=auth)
         hc = HypercornConfig()
         hc.bind = [f"{_url_host(config.host)}:{config.port}"]
         hc.accesslog = None
@@ -83,7 +98,8 @@ async def run_server(config: ServerConfig, stop: trio.Event,
 
         binds = await nursery.start(serve_http)
         http_url = binds[0] if binds else f"http://{_url_host(config.host)}:{config.port}"
-        task_status.started(Running(http_url=http_url, ws_url=ws_url, node=node, endpoint=endpoint))
+        task_status.started(Running(http_url=http_url, ws_url=ws_url, node=node, endpoint=endpoint,
+                                    matchmaker=matchmaker))
         await stop.wait()
         log.info("shutting down: stopping %d live matches", len(node.actors))
         await node.shutdown()
@@ -143,6 +159,9 @@ def _announce(config: ServerConfig, running: Running) -> None:
         f"  Health      {running.http_url}/healthz",
         f"  Data        {config.node.data_dir.resolve()}",
         f"  Games       {', '.join(sorted(config.games))}",
+        f"  Queues      {', '.join(sorted(running.matchmaker.modes)) or 'none'}   (tickets: {running.http_url}/v1/tickets)",
+        f"  Players     " + ("guest tokens on (development mode): POST /v1/auth/guest" if config.guests
+                             else "tokens signed with the auth secret; guest tokens off"),
         f"  Unfinished  {len(running.node.unfinished)} matches in the data directory"
         + (f", {len(running.node.broken)} unusable files (see the log)" if running.node.broken else ""),
     ]

@@ -98,7 +98,8 @@ async def test_backfill_reservation_lets_a_new_player_in_and_a_leave_is_told(nod
     bob = await join(node, meta.match_id, "bob")
     node.disconnected(meta.match_id, bob)
     await trio.sleep(6)  # past bob's reconnect grace: he leaves
-    assert [(n.kind, n.seated, n.backfill) for n in notices] == [("left", ("ann",), True)]
+    assert [(n.kind, n.seated, n.backfill) for n in notices] == [("started", ("ann", "bob"), True),
+                                                                  ("left", ("ann",), True)]
     assert await node.change_roster(meta.match_id, ["cid"]) == ["ann", "bob", "cid"]
     await join(node, meta.match_id, "cid")
     assert (await node.actor(meta.match_id)).sim.seated == ["ann", "cid"]
