@@ -81,12 +81,26 @@ class MatchClosed(Exception):
         self.reason = reason
 
 
-class ArbiterHTTP:
-    """The HTTP API. Errors raise `httpx.HTTPStatusError`; the body is problem+json."""
+class MatchmakingFailed(Exception):
+    """A ticket ended without a match: expired (max_wait, no_show) or cancelled."""
 
-    def __init__(self, base_url: str, admin_token: str | None = None, timeout: float = 10.0):
+    def __init__(self, status: str, reason: str | None):
+        super().__init__(f"ticket {status}: {reason}")
+        self.status, self.reason = status, reason
+
+
+class ArbiterHTTP:
+    """The HTTP API. Errors raise `httpx.HTTPStatusError`; the body is problem+json.
+
+    `admin_token` goes with the admin calls (create_match, join_token); `player_token` (from your
+    login service, or `guest()` in development mode) with the matchmaking calls."""
+
+    def __init__(self, base_url: str, admin_token: str | None = None, timeout: float = 10.0,
+                 player_token: str | None = None):
         headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+        self.player_token = player_token
+        self.player_id: str | None = None
 
     async def __aenter__(self) -> ArbiterHTTP:
         return self
@@ -94,10 +108,78 @@ class ArbiterHTTP:
     async def __aexit__(self, *exc: object) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        response = await self._http.request(method, path, json=body)
+    async def _call(self, method: str, path: str, body: Any = None, *, player: bool = False,
+                    params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        headers = None
+        if player:
+            if self.player_token is None:
+                raise RuntimeError("no player token: pass player_token=... or call guest() first")
+            headers = {"authorization": f"Bearer {self.player_token}"}
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        response = await self._http.request(method, path, json=body, headers=headers, params=params, **extra)
         response.raise_for_status()
         return response.json()
+
+    # -- matchmaking (player token) ----------------------------------------------------------------
+
+    async def guest(self) -> str:
+        """Development mode: become a new guest player; returns the player id."""
+        answer = await self._call("POST", "/v1/auth/guest")
+        self.player_token, self.player_id = answer["token"], answer["player_id"]
+        return answer["player_id"]
+
+    async def create_ticket(self, queue: str, *, party: list[str] | None = None, numbers: dict[str, float] | None = None,
+                            strings: dict[str, str] | None = None, string_sets: dict[str, list[str]] | None = None,
+                            latencies: dict[str, float] | None = None) -> dict:
+        body: dict[str, Any] = {"queue": queue}
+        for name, value in (("party", party), ("numbers", numbers), ("strings", strings),
+                            ("string_sets", string_sets), ("latencies", latencies)):
+            if value is not None:
+                body[name] = value
+        return await self._call("POST", "/v1/tickets", body, player=True)
+
+    async def ticket(self, ticket_id: str, *, wait_s: float = 0.0, version: int | None = None) -> dict:
+        params: dict[str, Any] = {"wait_s": wait_s}
+        if version is not None:
+            params["version"] = version
+        return await self._call("GET", f"/v1/tickets/{ticket_id}", player=True, params=params, timeout=wait_s + 10)
+
+    async def cancel_ticket(self, ticket_id: str) -> dict:
+        return await self._call("DELETE", f"/v1/tickets/{ticket_id}", player=True)
+
+    async def matchmake(self, queue: str, *, timeout_s: float = 300.0, **properties: Any) -> dict:
+        """Queue a ticket and wait (long-poll) until it is matched: its assignment (match_id,
+        ws_url, token, ...). Raises `MatchmakingFailed` if it expires or is cancelled; on timeout
+        the ticket is cancelled and `trio.TooSlowError` raised."""
+        ticket = await self.create_ticket(queue, **properties)
+        with trio.move_on_after(timeout_s):
+            while ticket["status"] == "queued":
+                ticket = await self.ticket(ticket["ticket_id"], wait_s=min(30.0, timeout_s),
+                                           version=ticket["version"])
+        if ticket["status"] == "matched":
+            return ticket["assignment"]
+        if ticket["status"] == "queued":
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.cancel_ticket(ticket["ticket_id"])
+                except httpx.HTTPStatusError:
+                    pass  # matched or placed meanwhile
+            raise trio.TooSlowError(f"not matched within {timeout_s} s")
+        raise MatchmakingFailed(ticket["status"], ticket.get("reason"))
+
+    async def create_custom(self, game: str, params: dict[str, Any] | None = None, *, private: bool = False) -> dict:
+        """An open match that others join by its code: match_id, code, ws_url and your token."""
+        return await self._call("POST", "/v1/custom", {"game": game, "params": params or {}, "private": private},
+                                player=True)
+
+    async def join_custom(self, code: str) -> dict:
+        return await self._call("POST", "/v1/custom/join", {"code": code}, player=True)
+
+    async def matches(self, **filters: Any) -> list[dict]:
+        """Unfinished matches (filters: game, queue, joinable, label=["key:value", ...], limit)."""
+        return await self._call("GET", "/v1/matches", params=filters)
+
+    # -- admin ----------------------------------------------------------------------------------
 
     async def create_match(self, game: str, params: dict[str, Any] | None = None, name: str | None = None) -> dict:
         body: dict[str, Any] = {"game": game, "params": params or {}}

@@ -219,3 +219,26 @@ async def test_guest_tokens_can_be_turned_off(tmp_path, nursery):
         queues = (await client.get("/v1/queues")).json()
         assert [q["queue"] for q in queues] == ["arena"]  # the demo queues of the games it has
     stop.set()
+
+
+async def test_the_python_client_matchmakes_and_reports_an_expiry(server):
+    from clients.client import ArbiterHTTP, MatchmakingFailed
+
+    assignments = {}
+
+    async def play(name):
+        async with ArbiterHTTP(server.http_url) as http:
+            await http.guest()
+            assignments[name] = await http.matchmake("duel", numbers={"skill": 1000})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(play, "ann")
+        nursery.start_soon(play, "bob")
+    assert assignments["ann"]["match_id"] == assignments["bob"]["match_id"]
+    async with ArbiterHTTP(server.http_url) as http:
+        await http.guest()
+        with pytest.raises(MatchmakingFailed) as failed:
+            await http.matchmake("lonely")
+        assert failed.value.status == "expired" and failed.value.reason == "max_wait"
+        listed = await http.matches(queue="duel")
+        assert [m["match_id"] for m in listed] == [assignments["ann"]["match_id"]]
