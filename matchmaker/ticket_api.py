@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from gameserver.ids import match_id_from_name
@@ -123,7 +124,11 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
     problems: dict[int | str, dict[str, Any]] = {
         code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (401, 403, 404, 409, 429)}
 
-    def player(request: Request) -> str:
+    bearer = HTTPBearer(auto_error=False, scheme_name="player",
+                        description="A player token: an HS256 JWT with sub (the player id), exp and "
+                                    "aud \"arbiter:player\" (see docs/matchmaking.md)")
+
+    def player(request: Request, _declared: Any = Depends(bearer)) -> str:
         try:
             return auth.verify(request.headers.get("authorization"), clock())
         except AuthError as error:
