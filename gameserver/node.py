@@ -487,6 +487,29 @@ class Node:
         found += await self._offload(storage.failed_alarms, self.data_dir, live)
         return sorted(found, key=lambda pair: (pair[1].due, pair[0], pair[1].name))
 
+    async def logged_inputs(self, match_id: str) -> dict[str, list[list[int]]]:
+        """Every player's logged (committed) input seqs, as [first, last] ranges, read from the
+        match's file (read-only; safe beside its live writer)."""
+        try:
+            check_match_id(match_id)
+        except InvalidId as error:
+            raise MatchNotFound(str(error)) from None
+        path = storage.match_path(self.data_dir, match_id)
+        if not path.exists():
+            raise MatchNotFound(f"no match {match_id}")
+
+        def read() -> dict[str, list[list[int]]]:
+            store = MatchStore.open(path, read_only=True, check=False)
+            try:
+                return store.logged_inputs()
+            finally:
+                store.close()
+
+        try:
+            return await self._offload(read)
+        except MatchFileError as error:
+            raise MatchUnavailable(str(error)) from None
+
     async def _read_file(self, path: Path, with_alarms: bool = False) -> Any:
         def read() -> Any:
             store = MatchStore.open(path, read_only=True, check=False)

@@ -371,6 +371,18 @@ class MatchStore:
         rows = self.conn.execute("SELECT name, due, retries, failed, last_error FROM alarms ORDER BY due, name")
         return [Alarm(name, due, retries, bool(failed), error) for name, due, retries, failed, error in rows]
 
+    def logged_inputs(self) -> dict[str, list[list[int]]]:
+        """Each player's logged input seqs, as sorted [first, last] ranges of consecutive seqs."""
+        ranges: dict[str, list[list[int]]] = {}
+        for player, seq in self.conn.execute(
+                "SELECT player_id, seq FROM inputs WHERE kind = 'input' ORDER BY player_id, seq"):
+            runs = ranges.setdefault(player, [])
+            if runs and seq <= runs[-1][1] + 1:
+                runs[-1][1] = max(runs[-1][1], seq)
+            else:
+                runs.append([seq, seq])
+        return ranges
+
     def kv_at(self, tick: int) -> dict[str, Any]:
         """The key-value store as it was after `tick`."""
         rows = self.conn.execute(

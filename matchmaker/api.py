@@ -86,6 +86,12 @@ class MatchStatus(BaseModel):
     ws_url: str
 
 
+class LoggedInputs(BaseModel):
+    match_id: str
+    players: dict[str, list[list[int]]] = Field(description="player id -> sorted [first, last] ranges of "
+                                                            "consecutive logged seqs")
+
+
 class FailedAlarm(AlarmStatus):
     match_id: str
 
@@ -237,6 +243,14 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
         grant = tokens.Grant(match_id, body.player_id, body.role, now + ttl)
         return JoinToken(token=tokens.sign(secret, grant, now), match_id=match_id, player_id=body.player_id,
                          role=body.role, expires_at=grant.expires_at, ws_url=ws_url(match_id))
+
+    @app.get("/v1/matches/{match_id}/inputs", response_model=LoggedInputs, tags=["matches"],
+             dependencies=[Depends(admin)], responses={401: errors["default"], 404: errors["default"],
+                                                       409: errors["default"]})
+    async def logged_inputs(match_id: str) -> LoggedInputs:
+        """The input seqs committed to the match's log, per player, as [first, last] ranges: what a
+        soak test checks its acknowledged inputs against."""
+        return LoggedInputs(match_id=match_id, players=await node.logged_inputs(match_id))
 
     @app.get("/v1/alarms/failed", response_model=list[FailedAlarm], tags=["node"], dependencies=[Depends(admin)],
              responses={401: errors["default"]})

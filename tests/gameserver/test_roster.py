@@ -133,3 +133,17 @@ async def test_a_finished_match_refuses_roster_changes(node, autojump_clock):
     await trio.sleep(6)
     with pytest.raises(MatchOver):
         await node.change_roster(meta.match_id, ["cid"])
+
+
+async def test_logged_inputs_are_read_as_ranges_beside_the_live_writer(node, autojump_clock):
+    from gameserver.actor import InputMessage
+    from gameserver.protocol import Input
+
+    meta = await node.create_match("arena")
+    ann = await join(node, meta.match_id, "ann")
+    for seq in (1, 2, 3, 5, 6, 9):
+        assert await node.submit(meta.match_id, InputMessage(ann, Input(seq, {"dx": 1, "dy": 0})))
+        await trio.sleep(0.06)
+    assert await node.logged_inputs(meta.match_id) == {"ann": [[1, 3], [5, 6], [9, 9]]}
+    with pytest.raises(Exception):
+        await node.logged_inputs("0" * 26)
