@@ -25,3 +25,4 @@ class NodeConfig:
     hibernate_after_s: float = 10.0  # a match not ticking and idle this long leaves memory (inf: never)
     alarm_max_retries: int = 6  # a game alarm whose handler raised this many times more is recorded as failed
     retention_days: float = 0.0  # delete a finished match's file this long after it ended (0: keep)
+    alarm_wake_ahead_s: float = 0.1  # a match out of memory is loaded this long before its alarm is due

@@ -112,7 +112,7 @@ class Node:
         self.hibernated: dict[str, list[Connection]] = {}  # match id -> its open connections, kept for it
         self._activating: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
-        self.scheduler = AlarmScheduler(wall_clock, self._alarm_due)
+        self.scheduler = AlarmScheduler(wall_clock, self._alarm_due, lead_s=config.alarm_wake_ahead_s)
         self._offload = trio.to_thread.run_sync if offload else _run_inline
         self._trim_pending = False
         self._en_route: dict[str, int] = {}  # messages between node.submit and an actor's inbox
@@ -240,10 +240,10 @@ class Node:
             if any(a.name == RETENTION and not a.failed and a.due <= now for a in alarms):
                 await self._retire(match_id, path)
             elif meta.next_alarm_at is not None:
-                self.scheduler.set(match_id, meta.next_alarm_at)
+                self.scheduler.set(match_id, meta.next_alarm_at, exact=True)  # woken ahead: now at the time
         elif meta.next_alarm_at is None:
             return  # handled or deleted since it was scheduled: nothing to wake for
-        elif meta.next_alarm_at > now:
+        elif meta.next_alarm_at > now + self.scheduler.lead_s:
             self.scheduler.set(match_id, meta.next_alarm_at)  # moved since it was scheduled
         else:
             await self._wake(match_id)

@@ -4,6 +4,11 @@ It knows one due time per match (the earliest of its alarms, from the match's fi
 from its actor afterwards), keeps them in a heap, and calls `on_due(match_id)` when one comes due:
 the node then activates the match if it is out of memory (hibernated, or not loaded since a
 restart). Due times are wall-clock seconds; waiting uses trio's clock, so tests can use MockClock.
+
+Wake-ahead: a match is woken `lead_s` before its alarm is due (unless set `exact`). Loading a
+hibernated match takes a few milliseconds, more under a burst of wakes; woken early, it is in
+memory when the alarm comes due and its own loop fires it on time. A match already in memory only
+gets a poke, which costs nothing: its loop keeps its own deadlines.
 """
 
 from __future__ import annotations
@@ -16,18 +21,23 @@ import trio
 
 
 class AlarmScheduler:
-    def __init__(self, wall_clock: Callable[[], float], on_due: Callable[[str], Awaitable[None]]):
+    def __init__(self, wall_clock: Callable[[], float], on_due: Callable[[str], Awaitable[None]],
+                 lead_s: float = 0.0):
         self.wall_clock = wall_clock
         self.on_due = on_due
+        self.lead_s = lead_s
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._changed = trio.Event()
 
-    def set(self, match_id: str, due: float | None) -> None:
-        """Schedule `match_id` at `due` (replacing what it had), or forget it (None)."""
+    def set(self, match_id: str, due: float | None, *, exact: bool = False) -> None:
+        """Schedule `match_id` for an alarm due at `due`, woken `lead_s` ahead unless `exact`
+        (replacing what it had), or forget it (None)."""
         if due is None:
             self._due.pop(match_id, None)
             return
+        if not exact:
+            due -= self.lead_s
         if self._due.get(match_id) == due:
             return
         self._due[match_id] = due
