@@ -326,7 +326,11 @@ def _start_server(work: Path) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 30
     while not ready.exists():
         if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not start; see {work / 'server.log'}")
+            if server.poll() is None:
+                server.kill()  # ours, by its PID: never leave it running
+                server.wait()
+            log = (work / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the server did not start within 30 s:\n{log}")
         time.sleep(0.05)
     return server, json.loads(ready.read_text())["http_url"]
 
