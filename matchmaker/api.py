@@ -17,6 +17,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from gameserver import tokens
 from matchmaker.auth import PlayerAuth
@@ -131,6 +134,21 @@ class Health(BaseModel):
 class UnusableFile(BaseModel):
     path: str
     reason: str
+
+
+class Pages(Mount):
+    """The browser pages (clients/web/) at "/", mounted after every API route. A request whose path an
+    API route knows (with another method) is that route's: 405 with Allow, not a missing file. Mounts
+    are not in the OpenAPI document."""
+
+    def __init__(self, api_routes: list[BaseRoute]):
+        super().__init__("/", app=StaticFiles(packages=[("clients", "web")], html=True), name="pages")
+        self.api_routes = api_routes
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or any(route.matches(scope)[0] is not Match.NONE for route in self.api_routes):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connections: Callable[[], int],
@@ -267,4 +285,5 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
     if matchmaker is not None:
         assert auth is not None, "the matchmaking routes need player auth"
         app.include_router(matchmaking_routes(matchmaker, auth, matchmaker.placement, node, clock, is_admin))
+    app.router.routes.append(Pages(list(app.router.routes)))  # last: API routes win
     return app

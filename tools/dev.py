@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".arbiter-installed"
+CHROMIUM = Path("/usr/bin/chromium")  # the browser tests drive Debian's package (tests/web)
 USAGE = "usage: python3 tools/dev.py {up|test} [arguments passed on]"
 
 
@@ -45,12 +47,43 @@ def ensure_env(extras: str) -> None:
     STAMP.write_text(f"{digest} {extras}".strip())
 
 
+def ensure_chromium() -> None:
+    """Install Debian's chromium for the browser tests if it is missing and we can (root, apt-get).
+    If we cannot, say so: those tests then fail with the command that installs it."""
+    if CHROMIUM.exists() or not sys.platform.startswith("linux"):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        print(f"{CHROMIUM} is missing and installing it needs root and apt-get: the browser tests will fail",
+              flush=True)
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+    def apt_get(*args: str) -> bool:
+        print(f"running: apt-get {' '.join(args)}", flush=True)
+        try:
+            done = subprocess.run([apt, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            print("  gave up after 900 s", flush=True)
+            return False
+        if done.returncode != 0:
+            print("  failed:\n  " + "\n  ".join(done.stdout.strip().splitlines()[-5:]), flush=True)
+        return done.returncode == 0
+
+    # A fresh machine may have no package lists yet: fetch them only if installing fails without.
+    if not apt_get("install", "-y", "-q", "chromium") and apt_get("update", "-q"):
+        apt_get("install", "-y", "-q", "chromium")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("up", "test"):
         print(USAGE, file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
     ensure_env("test" if command == "test" else "")
+    if command == "test":
+        ensure_chromium()
     if command == "up":
         exe = [str(venv_python()), "-m", "tools.cli", "up", *rest]
     else:

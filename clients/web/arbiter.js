@@ -1,0 +1,390 @@
+// The Arbiter browser client: an ES module, no dependencies, no build step.
+//
+//   import { ArbiterHTTP, MatchClient } from "/arbiter.js";
+//
+//   const http = new ArbiterHTTP();             // the page's origin: where `arbiter up` serves the API
+//   await http.guest();                         // development mode: a guest player token
+//   const assignment = await http.matchmake("connect_four");   // ticket + long-poll
+//   const client = new MatchClient(assignment.ws_url, assignment.token);
+//   client.on("state", ({ tick, acks, state }) => draw(state));
+//   await client.connect();                     // resolves with the first welcome
+//   const seq = client.sendInput({ column: 3 });
+//
+// It speaks docs/protocol.md (JSON, subprotocol "arbiter.json.v1") and behaves like the Python client
+// (clients/client.py): it numbers inputs from 1 (or on from welcome.last_seq), keeps each input until
+// the server acknowledges it (acks[me] >= seq), and when the connection drops for a reason worth
+// retrying it reconnects with backoff, resumes from the last tick it saw and resends the inputs the
+// server has not processed. See docs/web.md.
+
+export const JSON_SUBPROTOCOL = "arbiter.json.v1";
+// Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
+export const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012]);
+// Error codes that refuse an input for good (rate_limited and not_ready may be sent again).
+export const REFUSED_INPUT_CODES = new Set(["invalid_input", "not_seated", "forbidden"]);
+
+/** The HTTP API answered an error (application/problem+json): `status`, `code`, `detail`. */
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(`${status} ${problem.code ?? "http_error"}: ${problem.detail ?? ""}`);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = problem.code ?? "http_error";
+    this.detail = problem.detail ?? "";
+  }
+}
+
+/** A ticket ended without a match: `status` is expired, cancelled or timeout; `reason` says why. */
+export class MatchmakingFailed extends Error {
+  constructor(status, reason) {
+    super(`ticket ${status}: ${reason}`);
+    this.name = "MatchmakingFailed";
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+/** The connection closed for good: the match ended, a refusal, a bad token, or no way back. */
+export class MatchClosed extends Error {
+  constructor(code, reason) {
+    super(`closed with ${code}: ${reason}`);
+    this.name = "MatchClosed";
+    this.code = code;
+    this.reason = reason;
+  }
+}
+
+export class ArbiterHTTP {
+  /** `baseUrl`: the HTTP API (default: this page's origin). `playerToken`: from your login service,
+   * or call guest(). `adminToken`: sent with the admin calls when the server has one. */
+  constructor(baseUrl = globalThis.location?.origin, { playerToken = null, adminToken = null } = {}) {
+    this.baseUrl = String(baseUrl).replace(/\/$/, "");
+    this.playerToken = playerToken;
+    this.adminToken = adminToken;
+    this.playerId = null;
+  }
+
+  async call(method, path, { body, params, player = false, admin = false, signal } = {}) {
+    const url = new URL(this.baseUrl + path);
+    for (const [name, value] of Object.entries(params ?? {})) {
+      for (const item of Array.isArray(value) ? value : [value]) {
+        if (item !== undefined && item !== null) url.searchParams.append(name, String(item));
+      }
+    }
+    const headers = {};
+    if (player) {
+      if (!this.playerToken) throw new Error("no player token: pass { playerToken } or call guest() first");
+      headers.authorization = `Bearer ${this.playerToken}`;
+    } else if (admin && this.adminToken) {
+      headers.authorization = `Bearer ${this.adminToken}`;
+    }
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const response = await fetch(url, {
+      method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new ApiError(response.status, answer);
+    return answer;
+  }
+
+  // -- matchmaking (player token) -----------------------------------------------------------------
+
+  /** Development mode: become a new guest player; returns the player id. */
+  async guest() {
+    const answer = await this.call("POST", "/v1/auth/guest");
+    this.playerToken = answer.token;
+    this.playerId = answer.player_id;
+    return answer.player_id;
+  }
+
+  /** `properties`: party, numbers, strings, string_sets, latencies (docs/matchmaking.md). */
+  createTicket(queue, properties = {}) {
+    return this.call("POST", "/v1/tickets", { body: { queue, ...properties }, player: true });
+  }
+
+  /** The ticket; with `waitS`, a long-poll that answers when its version differs from `version`. */
+  ticket(ticketId, { waitS = 0, version, signal } = {}) {
+    return this.call("GET", `/v1/tickets/${encodeURIComponent(ticketId)}`,
+      { params: { wait_s: waitS, version }, player: true, signal });
+  }
+
+  cancelTicket(ticketId) {
+    return this.call("DELETE", `/v1/tickets/${encodeURIComponent(ticketId)}`, { player: true });
+  }
+
+  /** Queue a ticket and wait (long-poll) until it is matched: its assignment (match_id, ws_url,
+   * token, ...). `onTicket(ticket)` sees every version. Throws MatchmakingFailed when the ticket
+   * expires or is cancelled, or (status "timeout") after `timeoutS`; a timeout or an abort through
+   * `signal` cancels the ticket. */
+  async matchmake(queue, { timeoutS = 300, signal, onTicket, ...properties } = {}) {
+    let ticket = await this.createTicket(queue, properties);
+    onTicket?.(ticket);
+    const deadline = performance.now() + timeoutS * 1000;
+    try {
+      while (ticket.status === "queued" && performance.now() < deadline) {
+        const waitS = Math.min(30, Math.max(0, (deadline - performance.now()) / 1000));
+        ticket = await this.ticket(ticket.ticket_id, { waitS, version: ticket.version, signal });
+        onTicket?.(ticket);
+      }
+    } catch (error) {
+      if (ticket.status === "queued") await this.cancelTicket(ticket.ticket_id).catch(() => {});
+      throw error;
+    }
+    if (ticket.status === "matched") return ticket.assignment;
+    if (ticket.status === "queued") {
+      await this.cancelTicket(ticket.ticket_id).catch(() => {}); // matched or placed meanwhile
+      throw new MatchmakingFailed("timeout", `not matched within ${timeoutS} s`);
+    }
+    throw new MatchmakingFailed(ticket.status, ticket.reason);
+  }
+
+  /** An open match that others join by its code: match_id, code, ws_url and your token. */
+  createCustom(game, params = {}, { private: isPrivate = false } = {}) {
+    return this.call("POST", "/v1/custom", { body: { game, params, private: isPrivate }, player: true });
+  }
+
+  joinCustom(code) {
+    return this.call("POST", "/v1/custom/join", { body: { code }, player: true });
+  }
+
+  /** Unfinished matches, newest first. Filters: game, queue, joinable, label (["key:value"]), limit. */
+  matches(filters = {}) {
+    return this.call("GET", "/v1/matches", { params: filters, admin: true });
+  }
+
+  games() {
+    return this.call("GET", "/v1/games");
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class MatchClient {
+  /** `wsUrl` and `token`: from an assignment, a custom match, or POST /v1/matches/{id}/tokens.
+   * `attachment`: any JSON value kept with the connection on the server (docs/protocol.md). */
+  constructor(wsUrl, token, { reconnect = true, maxReconnectS = 30, connectTimeoutS = 10, attachment } = {}) {
+    this.wsUrl = wsUrl;
+    this.token = token;
+    this.reconnect = reconnect;
+    this.maxReconnectS = maxReconnectS;
+    this.connectTimeoutS = connectTimeoutS;
+    this.attachment = attachment;
+    this.player = null;
+    this.role = null;
+    this.welcome = null;   // the last welcome frame
+    this.state = null;     // the latest game state (from welcome or state)
+    this.tick = -1;        // the last tick seen, for resume
+    this.acked = 0;        // this player's last acknowledged seq
+    this.nextSeq = 1;
+    this.unacked = new Map(); // seq -> data, in sending order
+    this.reconnects = 0;
+    this.status = "new";   // new, connecting, open, reconnecting, closed
+    this.ws = null;        // the WebSocket while it is admitted (after its welcome)
+    this._handlers = new Map();
+    this._closing = false;
+    this._socket = null;   // the WebSocket being opened or open
+  }
+
+  /** Listen: "welcome" ({...frame, resumed}), "state" ({tick, acks, state}), "event" ({tick, kind,
+   * data}), "error" ({code, message, seq}), "pong" ({id}), "status" (the new status), "close"
+   * ({code, reason}: closed for good). Returns a function that stops listening. */
+  on(type, handler) {
+    if (!this._handlers.has(type)) this._handlers.set(type, new Set());
+    this._handlers.get(type).add(handler);
+    return () => this._handlers.get(type).delete(handler);
+  }
+
+  _emit(type, detail) {
+    for (const handler of this._handlers.get(type) ?? []) {
+      try {
+        handler(detail);
+      } catch (error) {
+        console.error(`arbiter: a "${type}" handler threw`, error);
+      }
+    }
+  }
+
+  _setStatus(status) {
+    this.status = status;
+    this._emit("status", status);
+  }
+
+  /** Open the connection; resolves with the first welcome, rejects with MatchClosed. */
+  async connect() {
+    this._setStatus("connecting");
+    try {
+      return await this._open(false);
+    } catch (error) {
+      this._finish(error.code ?? null, error.reason ?? String(error));
+      throw error;
+    }
+  }
+
+  // -- sending ------------------------------------------------------------------------------------
+
+  /** Send an input; returns its seq. It is kept until acknowledged and resent after a resume. */
+  sendInput(data) {
+    const seq = this.nextSeq++;
+    this.unacked.set(seq, data);
+    this._send({ t: "input", seq, data });
+    return seq;
+  }
+
+  ping(id = null) {
+    this._send({ t: "ping", id });
+  }
+
+  /** Give up the seat for good; the server closes the connection with 1000. */
+  leave() {
+    this._send({ t: "leave" });
+  }
+
+  /** Close the connection (the seat stays, as after a drop); no reconnect follows. */
+  close(code = 1000, reason = "") {
+    this._closing = true;
+    if (this._socket && this._socket.readyState <= WebSocket.OPEN) {
+      this._socket.close(code, reason);
+    } else {
+      this._finish(code, reason || "closed by the client");
+    }
+  }
+
+  /** Sent only on an admitted connection; otherwise kept inputs go out after the next welcome. */
+  _send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  // -- receiving ----------------------------------------------------------------------------------
+
+  _acknowledge(acks) {
+    const acked = acks?.[this.player] ?? 0;
+    if (acked > this.acked) this.acked = acked;
+    for (const seq of this.unacked.keys()) {
+      if (seq > this.acked) break;
+      this.unacked.delete(seq);
+    }
+  }
+
+  _dispatch(frame) {
+    if (frame.t === "state") {
+      this.tick = frame.tick;
+      this.state = frame.state;
+      this._acknowledge(frame.acks);
+      this._emit("state", { tick: frame.tick, acks: frame.acks, state: frame.state });
+    } else if (frame.t === "event") {
+      this._emit("event", { tick: frame.tick, kind: frame.kind, data: frame.data });
+    } else if (frame.t === "error") {
+      if (frame.seq != null && REFUSED_INPUT_CODES.has(frame.code)) this.unacked.delete(frame.seq);
+      this._emit("error", { code: frame.code, message: frame.message, seq: frame.seq ?? null });
+    } else if (frame.t === "pong") {
+      this._emit("pong", { id: frame.id });
+    } // other frame types: ignored, as the protocol asks
+  }
+
+  _welcomed(frame, ws, resumed) {
+    this.welcome = frame;
+    this.player = frame.player;
+    this.role = frame.role;
+    this.tick = frame.tick;
+    this.state = frame.state;
+    this._acknowledge(frame.acks);
+    // A seat that already has inputs (a reloaded page with the same token): number on from the server's count.
+    this.nextSeq = Math.max(this.nextSeq, frame.last_seq + 1);
+    this.ws = ws;
+    // Resend, in order and with their seq, what the server has not processed; it drops what it has.
+    for (const [seq, data] of this.unacked) {
+      if (seq > frame.last_seq) ws.send(JSON.stringify({ t: "input", seq, data }));
+    }
+    this._setStatus("open");
+    this._emit("welcome", { ...frame, resumed });
+  }
+
+  // -- connecting ---------------------------------------------------------------------------------
+
+  /** One connection: resolves at its welcome; rejects with MatchClosed if it closes before. */
+  _open(resume) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.wsUrl, [JSON_SUBPROTOCOL]);
+      this._socket = ws;
+      let admitted = false;
+      const timer = setTimeout(() => {
+        reject(new MatchClosed(null, `no welcome within ${this.connectTimeoutS} s`));
+        ws.close();
+      }, this.connectTimeoutS * 1000);
+      ws.onopen = () => {
+        const auth = { t: "auth", token: this.token };
+        if (this.attachment !== undefined) auth.attachment = this.attachment;
+        if (resume && this.tick >= 0) auth.resume_tick = this.tick;
+        ws.send(JSON.stringify(auth));
+      };
+      ws.onmessage = (message) => {
+        let frame;
+        try {
+          frame = JSON.parse(message.data);
+        } catch {
+          return; // not JSON: nothing this client can use
+        }
+        if (admitted) {
+          this._dispatch(frame);
+        } else if (frame.t === "welcome") {
+          admitted = true;
+          clearTimeout(timer);
+          this._welcomed(frame, ws, resume);
+          resolve(this.welcome);
+        } else if (frame.t === "error") {
+          // The server refused our auth frame: retrying cannot help.
+          clearTimeout(timer);
+          reject(new MatchClosed(1008, `${frame.code}: ${frame.message}`));
+          ws.close();
+        }
+      };
+      ws.onclose = (closed) => {
+        clearTimeout(timer);
+        if (admitted) {
+          this._dropped(closed.code, closed.reason);
+        } else {
+          reject(new MatchClosed(closed.code, closed.reason || "the connection closed before its welcome"));
+        }
+      };
+    });
+  }
+
+  _dropped(code, reason) {
+    this.ws = null;
+    if (this._closing || !this.reconnect || FINAL_CLOSE_CODES.has(code)) {
+      this._finish(code, reason);
+    } else {
+      this._reconnect(code, reason);
+    }
+  }
+
+  async _reconnect(code, reason) {
+    this._setStatus("reconnecting");
+    const deadline = performance.now() + this.maxReconnectS * 1000;
+    let delay = 50;
+    let last = `${code}: ${reason}`;
+    while (!this._closing) {
+      try {
+        await this._open(true);
+        this.reconnects += 1;
+        return;
+      } catch (error) {
+        if (FINAL_CLOSE_CODES.has(error.code) || this._closing) {
+          this._finish(error.code, error.reason);
+          return;
+        }
+        last = error.message;
+      }
+      if (performance.now() + delay > deadline) break;
+      await sleep(delay * (0.5 + Math.random()));
+      delay = Math.min(delay * 2, 2000);
+    }
+    this._finish(code, this._closing ? "closed by the client" : `could not reconnect: ${last}`);
+  }
+
+  _finish(code, reason) {
+    if (this.status === "closed") return;
+    this.ws = null;
+    this._setStatus("closed");
+    this._emit("close", { code, reason });
+  }
+}
