@@ -19,6 +19,7 @@ from gameserver import storage
 from gameserver.alarms import END
 from gameserver.game import Game, NoParams
 from gameserver.games.arena import Arena, Params
+from gameserver.games.connect_four import ConnectFour, Params as FourParams
 from gameserver.records import step_record
 from gameserver.recovery import create_match_file
 from gameserver.simulation import INPUT, JOIN, LEAVE, TIMER, Command
@@ -219,6 +220,19 @@ def test_a_changed_game_is_told_apart_from_non_determinism(arena_file):
         "1.0.0" in out and "players.p1.x" in out
     assert json.loads(replay("verify", path, "--game", f"{__name__}:ArenaFaster", "--json")[1])[
         "divergence"]["cause"] == "different game version/code"
+
+
+def test_a_turn_based_match_with_a_timer_verifies(tmp_path):
+    path = storage.match_path(tmp_path, MATCH)
+    batches = [[Command(JOIN, "a"), Command(JOIN, "b")], [Command(INPUT, "a", 1, {"column": 3})],
+               [Command(TIMER, "", 0, {"name": "turn", "retry": 0})],  # b's turn runs out: skipped
+               [Command(INPUT, "a", 2, {"column": 3})], [Command(INPUT, "b", 1, {"column": 4})]]
+    states = record(path, ConnectFour(), batches, params=FourParams(on_timeout="skip"))
+    code, out, _ = replay("verify", path)
+    assert code == 0 and out.startswith("verified 5 ticks (an unfinished match")
+    answer = json.loads(replay("state", path, "--tick", 3)[1])
+    assert answer["state"]["turn"] == "a" and answer["state"]["turn_ends_at"] == answer["timers"]["turn"] == 1030.1
+    assert json.dumps(answer["state"], separators=(",", ":")).encode() == states[3]
 
 
 def test_verify_beside_a_live_writer(tmp_path):
