@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_replay(workloads)
     add_replay(commands)
+    from tools.soak import add_parser as add_soak
+
+    add_soak(commands)
     return parser
 
 
@@ -161,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools.replay import run_cli as run_replay
 
         return run_replay(args)
+    if args.command == "soak":
+        from tools.soak import run_cli as run_soak
+
+        return run_soak(args)
     return 2
 
 
