@@ -22,6 +22,7 @@ def merge(results: list[dict], *, bots: int, run_s: float) -> dict[str, Any]:
     info: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
     ended: set[str] = set()
+    joined: set[str] = set()
     lost_examples: list[dict] = []
     for r in results:
         for bucket, n in r["latency_buckets"].items():
@@ -35,6 +36,7 @@ def merge(results: list[dict], *, bots: int, run_s: float) -> dict[str, Any]:
         for kind, found in r["error_examples"].items():
             examples.setdefault(kind, []).extend(found[: 3 - len(examples.get(kind, []))])
         ended.update(r["ended_matches"])
+        joined.update(r["joined_matches"])
         lost_examples.extend(r["lost_examples"][: 5 - len(lost_examples)])
 
     def total(key: str) -> int:
@@ -44,6 +46,7 @@ def merge(results: list[dict], *, bots: int, run_s: float) -> dict[str, Any]:
     return {
         "bots": bots,
         "matches_played": len(ended),
+        "matches_joined": len(joined),
         "inputs_sent": total("sent"), "inputs_acked": total("acked"), "inputs_lost": total("lost"),
         "inputs_unacked": total("unacked"), "inputs_refused": total("refused"),
         "latency_ms": percentiles(buckets, BUCKET_MS, max((r["latency_max_ms"] for r in results), default=0.0)),
@@ -144,7 +147,7 @@ def table(report: dict, file: Any) -> None:
     t.add_column(style="bold")
     t.add_column()
     rows = [
-        ("matches played", f"{report['matches_played']}"),
+        ("matches played (ended) / joined", f"{report['matches_played']} / {report['matches_joined']}"),
         ("inputs sent / acked / lost", (f"{report['inputs_sent']} / {report['inputs_acked']} / "
                                         f"{report['inputs_lost']}  ({report['seats_checked']} seats checked "
                                         "against the server's logs)")),
@@ -162,6 +165,7 @@ def table(report: dict, file: Any) -> None:
     if server:
         rows.append(("server", (f"pid {server['pid']}, CPU {server['cpu_pct']} % of a core, peak RSS "
                                 f"{server['rss_mb']} MB, {server['log_errors']} ERROR lines in its log")))
+    rows.append(("other CPU %", f"{report['other_cpu_pct']} (the rest of the machine, this driver included)"))
     rows += [("warning", w) for w in report["warnings"]]
     rows.append(("result", "FAILED: inputs lost or unexpected errors" if exit_status(report) else "ok"))
     for name, value in rows:

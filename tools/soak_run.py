@@ -18,12 +18,12 @@ from pathlib import Path
 
 import trio
 
-from tools.bench_arena import cpu_seconds, peak_rss_mb, pin
+from tools.bench_arena import cpu_seconds, machine_busy_seconds, peak_rss_mb, pin
 from tools.soak import DEFAULT_INPUT_HZ
 from tools.soak_report import Display, Progress, merge
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_READY_TIMEOUT_S = 30.0
+SERVER_READY_TIMEOUT_S = 120.0  # a loaded machine can take long to import and start it
 SERVER_STOP_TIMEOUT_S = 15.0
 WORKERS_READY_TIMEOUT_S = 60.0
 RESULTS_TIMEOUT_S = 120.0  # after the end: the bots' 1 s grace, closing, and the last checks
@@ -85,7 +85,7 @@ async def soak(args: argparse.Namespace) -> dict:
         else:
             url = args.url.rstrip("/")
         workers = await start_workers(work_dir, args, url, processes, bot_cpus)
-        results, run_s, server_cpu_s = await drive(args, workers, server)
+        results, run_s, used = await drive(args, workers, server)
         for worker in workers:
             with trio.move_on_after(10):
                 await worker.wait()
@@ -104,9 +104,13 @@ async def soak(args: argparse.Namespace) -> dict:
     report = {"game": args.game, "queue": args.queue or args.game, "duration_s": args.duration,
               "churn_per_min": args.churn, "input_hz": args.input_hz or DEFAULT_INPUT_HZ[args.game],
               **merge(results, bots=args.bots, run_s=run_s), "bot_processes": processes, "bot_cpu": bot_cpus}
+    server_cpu_s = used.get("server_cpu_s")
     if server_figures is not None:
         server_figures["cpu_pct"] = round(server_cpu_s / run_s * 100, 1) if server_cpu_s is not None else None
     report["server"] = server_figures
+    # CPU the rest of the machine used meanwhile (this driver included): other load makes figures noisy
+    report["other_cpu_pct"] = (round(max(0.0, used["machine_busy_s"] - (server_cpu_s or 0.0) - report["bot_cpu_s"])
+                                     / run_s * 100, 1) if "machine_busy_s" in used else None)
     report["warnings"] = warnings(report, bot_cpus)
     report["command"] = command_line(args)
     return report
@@ -130,6 +134,9 @@ def warnings(report: dict, bot_cpus: list[int] | None) -> list[str]:
         found.append(f"the bots used more than 80 % of their {cpus} CPU(s): latency includes their own delays")
     if report["inputs_acked"] and not report["seats_checked"]:
         found.append("no seat was checked against the server's input logs")
+    if report["other_cpu_pct"] is not None and report["other_cpu_pct"] > 10:
+        found.append(f"other processes used {report['other_cpu_pct']} % of a CPU during the run: the figures "
+                     "are noisy")
     server = report.get("server")
     if server and server["log_errors"]:
         found.append(f"the server logged {server['log_errors']} ERROR lines: {server['log_error_examples'][:1]}")
@@ -171,6 +178,7 @@ async def start_server(work_dir: Path, args: argparse.Namespace,
             await trio.sleep(0.05)
     if not ready_file.exists():
         server.kill()
+        await server.wait()
         raise SetupFailed(f"the server was not ready after {SERVER_READY_TIMEOUT_S:g} s")
     ready = json.loads(ready_file.read_text())
     pin(server.pid, cpus)  # threads started while it came up
@@ -211,54 +219,76 @@ async def start_workers(work_dir: Path, args: argparse.Namespace, url: str, proc
 
 
 async def drive(args: argparse.Namespace, workers: list[trio.Process],
-                server: trio.Process | None) -> tuple[list[dict], float, float | None]:
-    """Start the run, show progress, collect every worker's result: (results, run seconds, server CPU s)."""
+                server: trio.Process | None) -> tuple[list[dict], float, dict[str, float]]:
+    """Start the run, show progress, collect every worker's result: (results, run seconds, CPU
+    seconds used over the run: `server_cpu_s`, `machine_busy_s`)."""
     send, receive = trio.open_memory_channel[tuple[int, str | None]](math.inf)
-    progress = Progress(len(workers), args.bots, args.duration)
-    ready: set[int] = set()
-    results: dict[int, dict] = {}
+    failure: SetupFailed | None = None
     async with trio.open_nursery() as nursery:
         for number, worker in enumerate(workers):
             nursery.start_soon(pump, number, worker, send.clone())
-        with trio.move_on_after(WORKERS_READY_TIMEOUT_S):
-            while len(ready) < len(workers):
-                number, line = await receive.receive()
-                _expect_line(number, line, workers)
-                if line.startswith("ready "):
-                    ready.add(number)
-        if len(ready) < len(workers):
-            raise SetupFailed(f"bot processes {sorted(set(range(len(workers))) - ready)} were not up within "
-                              f"{WORKERS_READY_TIMEOUT_S:g} s")
-        start = time.time() + GO_MARGIN_S
-        end = start + args.duration
-        for worker in workers:
-            await worker.stdin.send_all(f"go {start!r} {end!r}\n".encode())
-        await trio.sleep(max(0.0, start - time.time()))
-        progress.started_at = time.monotonic()
-        server_cpu_before = _quiet(cpu_seconds, server.pid) if server else None
-        server_cpu_s = None
-        with Display(progress) as display:
-            with trio.move_on_after(end - time.time() + RESULTS_TIMEOUT_S):
-                while len(results) < len(workers):
-                    with trio.move_on_after(0.5):
-                        number, line = await receive.receive()
-                        _expect_line(number, line, workers)
-                        word, _, body = line.partition(" ")
-                        if word == "progress":
-                            progress.update(number, json.loads(body))
-                        elif word == "result":
-                            results[number] = json.loads(body)
-                    if server_cpu_s is None and server_cpu_before is not None and time.time() >= end:
-                        server_cpu_s = _quiet(cpu_seconds, server.pid)
-                        server_cpu_s = None if server_cpu_s is None else server_cpu_s - server_cpu_before
-                    display.refresh()
-        if len(results) < len(workers):
-            raise SetupFailed(f"bot processes {sorted(set(range(len(workers))) - set(results))} sent no result "
-                              f"within {RESULTS_TIMEOUT_S:g} s after the end")
-        for worker in workers:
-            await worker.stdin.aclose()
+        try:
+            outcome = await _run(args, workers, server, receive)
+        except SetupFailed as error:  # raised outside the nursery: not wrapped in an exception group
+            failure = error
         nursery.cancel_scope.cancel()
-    return [results[n] for n in range(len(workers))], args.duration, server_cpu_s
+    if failure is not None:
+        raise failure
+    return outcome
+
+
+async def _run(args: argparse.Namespace, workers: list[trio.Process], server: trio.Process | None,
+               receive: trio.MemoryReceiveChannel) -> tuple[list[dict], float, dict[str, float]]:
+    progress = Progress(len(workers), args.bots, args.duration)
+    ready: set[int] = set()
+    results: dict[int, dict] = {}
+    with trio.move_on_after(WORKERS_READY_TIMEOUT_S):
+        while len(ready) < len(workers):
+            number, line = await receive.receive()
+            _expect_line(number, line, workers)
+            if line.startswith("ready "):
+                ready.add(number)
+    if len(ready) < len(workers):
+        raise SetupFailed(f"bot processes {sorted(set(range(len(workers))) - ready)} were not up within "
+                          f"{WORKERS_READY_TIMEOUT_S:g} s")
+    start = time.time() + GO_MARGIN_S
+    end = start + args.duration
+    for worker in workers:
+        await worker.stdin.send_all(f"go {start!r} {end!r}\n".encode())
+    await trio.sleep(max(0.0, start - time.time()))
+    progress.started_at = time.monotonic()
+    before, used = sample(server), {}
+    with Display(progress) as display:
+        with trio.move_on_after(end - time.time() + RESULTS_TIMEOUT_S):
+            while len(results) < len(workers):
+                with trio.move_on_after(0.5):
+                    number, line = await receive.receive()
+                    if line is None and number in results:
+                        continue  # it said everything and exited
+                    _expect_line(number, line, workers)
+                    word, _, body = line.partition(" ")
+                    if word == "progress":
+                        progress.update(number, json.loads(body))
+                    elif word == "result":
+                        results[number] = json.loads(body)
+                if not used and time.time() >= end:
+                    after = sample(server)
+                    used = {key: after[key] - before[key] for key in before if after.get(key) is not None}
+                display.refresh()
+    if len(results) < len(workers):
+        raise SetupFailed(f"bot processes {sorted(set(range(len(workers))) - set(results))} sent no result "
+                          f"within {RESULTS_TIMEOUT_S:g} s after the end")
+    for worker in workers:
+        await worker.stdin.aclose()
+    return [results[n] for n in range(len(workers))], args.duration, used
+
+
+def sample(server: trio.Process | None) -> dict[str, float | None]:
+    """CPU seconds so far: the server's (if the soak started it) and the whole machine's."""
+    figures = {"machine_busy_s": machine_busy_seconds()}
+    if server is not None:
+        figures["server_cpu_s"] = _quiet(cpu_seconds, server.pid)
+    return figures
 
 
 def _expect_line(number: int, line: str | None, workers: list[trio.Process]) -> None:

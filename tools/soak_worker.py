@@ -3,10 +3,11 @@
     python -m tools.soak_worker SPEC_FILE
 
 SPEC_FILE is JSON: {"url", "admin_token", "game", "queue", "first", "count", "seed",
-"churn_per_min", "period_s"}. Bot `first + i` (i < count) becomes a guest player, then until the
-end: queues a ticket, long-polls it, plays the match it is given (`clients.bots.play`, dropping
-its connection at the churn rate), has its acknowledged inputs checked against the server's input
-log (`tools.soak_check`, as soon as its match is over), and queues again.
+"churn_per_min", "period_s"}. Bot `first + i` (i < count) starts (i + first) / 100 s into the run
+and becomes a guest player, then until the end: queues a ticket, long-polls it, plays the match it
+is given (`clients.bots.play`, dropping its connection at the churn rate), has its acknowledged
+inputs checked against the server's input log (`tools.soak_check`, as soon as its match is over),
+and queues again.
 
 The driver (tools/soak.py) and this process talk in lines:
 
@@ -45,6 +46,7 @@ HTTP_TIMEOUT_S = 30.0
 SKILL = 1000  # every bot the same: skill windows never keep bots apart
 REGION = "local"  # a latency to one region, so queues with a region rule accept the tickets
 EXAMPLES = 3  # kept per error kind, and of lost inputs
+SPAWN_PER_S = 100  # bot i starts i / SPAWN_PER_S seconds into the run: no stampede of connections
 
 
 def say(word: str, body: dict) -> None:
@@ -63,6 +65,7 @@ class Worker:
         self.errors: Counter[str] = Counter()
         self.error_examples: dict[str, list[str]] = {}
         self.info: Counter[str] = Counter()  # expected happenings, reported but not errors
+        self.joined: set[str] = set()  # matches a bot of this process was admitted to
         self.ended: set[str] = set()  # matches that ended (the end event, or 4012 after a drop)
         self.in_match = self.queued = 0  # gauges
         self.reconnects = self.drops = 0
@@ -106,6 +109,8 @@ class Worker:
     async def bot_life(self, index: int) -> None:
         rng = random.Random(self.spec["seed"] * 1_000_003 + index)
         http = SharedHTTP(self.http)
+        with trio.move_on_at(self.start_at + index / SPAWN_PER_S):
+            await self.stop.wait()
         while not self.stop.is_set():
             try:
                 await http.guest()
@@ -183,6 +188,7 @@ class Worker:
             await client.__aexit__(None, None, None)
         self.drops += outcome.drops
         match_id = outcome.match_id or assignment["match_id"]
+        self.joined.add(match_id)
         if outcome.status == "ended":
             self.ended.add(match_id)
         elif outcome.status == "over":  # it ended while this bot was reconnecting
@@ -237,7 +243,7 @@ class Worker:
                 "latency_max_ms": m.latency_max_ms, "errors_by_kind": dict(errors),
                 "reconnect_buckets": {str(k): n for k, n in sorted(m.reconnect_buckets.items())},
                 "error_examples": {k: v for k, v in self.error_examples.items() if v},
-                "info": dict(self.info), "ended_matches": sorted(self.ended), "seats_checked": self.seats_checked,
+                "info": dict(self.info), "ended_matches": sorted(self.ended), "joined_matches": sorted(self.joined), "seats_checked": self.seats_checked,
                 "lost_examples": self.lost_examples, "cpu_s": self.cpu_end - self.cpu_start,
                 "run_s": self.stop_at - self.start_at}
 
