@@ -148,7 +148,8 @@ class Outcome:
     `status`: `ended`, `cancelled` or `crashed` (the match's `end` event), `over` (the match ended
     while this bot was away after a deliberate drop, or 4012), `stopped` (`stop` was set), or `closed`
     (closed for another reason: `close_code`, `close_reason`). `acked` is this player's last
-    acknowledged seq; `refused` the seqs the server refused with an error frame."""
+    acknowledged seq; `refused` the seqs the server refused with an error frame; `players` the
+    match's players at its start."""
 
     status: str = "closed"
     match_id: str | None = None
@@ -161,6 +162,7 @@ class Outcome:
     refused: set[int] = attrs.Factory(set)
     welcomes: int = 0
     drops: int = 0  # deliberate drops (`drops_per_min`)
+    players: list[str] = attrs.Factory(list)  # from the `start` event
 
 
 async def play(client: MatchClient, bot: Bot, *, meter: Meter | None = None, stop: trio.Event | None = None,
@@ -241,6 +243,8 @@ class _Run:
             elif isinstance(message, Event):
                 if message.kind == "start":
                     self.started = True
+                    if isinstance(message.data, dict) and isinstance(message.data.get("players"), list):
+                        outcome.players = message.data["players"]
                 elif message.kind == "end":
                     data = message.data if isinstance(message.data, dict) else {}
                     outcome.status = data.get("status", "ended")

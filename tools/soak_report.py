@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import deque
 from typing import Any
 
 from tools.bench_arena import percentiles
 
 BUCKET_MS = 0.1  # clients.bots.LATENCY_BUCKET_MS: the results' latency buckets
 PLAIN_PROGRESS_EVERY_S = 10.0  # without a terminal: one progress line this often
+RATE_WINDOW_S = 5.0  # inputs/s over this many seconds
 
 
 def merge(results: list[dict], *, bots: int, run_s: float) -> dict[str, Any]:
@@ -74,12 +76,15 @@ class Progress:
         self.recent: list[dict[int, int]] = [{} for _ in range(processes)]
         self.bots, self.duration_s = bots, duration_s
         self.started_at: float | None = None
-        self.rate_mark: tuple[float, int] | None = None  # (when, inputs sent) of the previous line
-        self.inputs_per_s = 0.0
+        self.marks: deque[tuple[float, int]] = deque()  # (when, inputs sent by all), the last few seconds
 
     def update(self, process: int, body: dict) -> None:
         self.latest[process] = body
         self.recent[process] = {int(k): n for k, n in body.get("recent_buckets", {}).items()}
+        now = time.monotonic()
+        self.marks.append((now, sum(p["sent"] for p in self.latest if p is not None)))
+        while now - self.marks[0][0] > RATE_WINDOW_S:
+            self.marks.popleft()
 
     def line(self) -> str:
         seen = [p for p in self.latest if p is not None]
@@ -87,12 +92,8 @@ class Progress:
             return "soak: starting"
         s = {key: sum(p[key] for p in seen) for key in ("in_match", "queued", "sent", "acked", "matches",
                                                          "reconnects", "errors", "lost")}
-        now = time.monotonic()
-        if self.rate_mark is not None and now - self.rate_mark[0] >= 0.5:
-            self.inputs_per_s = (s["sent"] - self.rate_mark[1]) / (now - self.rate_mark[0])
-            self.rate_mark = (now, s["sent"])
-        elif self.rate_mark is None:
-            self.rate_mark = (now, s["sent"])
+        (first_at, first_sent), (last_at, last_sent) = self.marks[0], self.marks[-1]
+        inputs_per_s = (last_sent - first_sent) / (last_at - first_at) if last_at > first_at else 0.0
         merged: dict[int, int] = {}
         for recent in self.recent:
             for bucket, n in recent.items():
@@ -100,7 +101,7 @@ class Progress:
         p99 = percentiles(merged, BUCKET_MS, math.inf)["p99"]
         elapsed = "" if self.started_at is None else f"{min(time.monotonic() - self.started_at, self.duration_s):.0f}/"
         return (f"soak {elapsed}{self.duration_s:g} s | bots in a match {s['in_match']}/{self.bots}, queued "
-                f"{s['queued']} | matches {s['matches']} | inputs/s {self.inputs_per_s:,.0f} | p99 "
+                f"{s['queued']} | matches {s['matches']} | inputs/s {inputs_per_s:,.0f} | p99 "
                 f"{'-' if p99 is None else f'{p99:.0f}'} ms | reconnects {s['reconnects']} | "
                 f"errors {s['errors']} | lost {s['lost']}")
 
@@ -155,7 +156,8 @@ def table(report: dict, file: Any) -> None:
         ("latency ms p50 / p95 / p99 / max", f"{lat['p50']} / {lat['p95']} / {lat['p99']} / {lat['max']}"),
         ("drops / reconnects", (f"{report['drops']} / {report['reconnects']}  (churn "
                                 f"{report['churn_per_min']:g} drops per bot per minute)")),
-        ("reconnect ms p50 / p95 / p99 / max", " / ".join(str(report["reconnect_ms"][k])
+        ("reconnect ms p50 / p95 / p99 / max", " / ".join("-" if report["reconnect_ms"][k] is None
+                                                           else str(report["reconnect_ms"][k])
                                                            for k in ("p50", "p95", "p99", "max"))),
         ("errors", ", ".join(f"{k}: {n}" for k, n in report["errors"].items()) or "none"),
         ("expected events", ", ".join(f"{k}: {n}" for k, n in report["info"].items()) or "none"),

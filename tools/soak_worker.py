@@ -70,6 +70,7 @@ class Worker:
         self.in_match = self.queued = 0  # gauges
         self.reconnects = self.drops = 0
         self.lost = self.seats_checked = 0
+        self.played = 0  # ended matches whose first player (by id) is a bot of this process: for progress
         self.lost_examples: list[dict] = []
         self.cpu_start = self.cpu_end = 0.0
         self.claims_in, self.claims_out = trio.open_memory_channel[Claim](float("inf"))
@@ -189,10 +190,10 @@ class Worker:
         self.drops += outcome.drops
         match_id = outcome.match_id or assignment["match_id"]
         self.joined.add(match_id)
-        if outcome.status == "ended":
+        if outcome.status in ("ended", "over"):
             self.ended.add(match_id)
-        elif outcome.status == "over":  # it ended while this bot was reconnecting
-            self.ended.add(match_id)
+            self.played += bool(outcome.players) and outcome.player == min(outcome.players)
+        if outcome.status == "over":  # it ended while this bot was reconnecting
             self.info["match_over_while_away"] += 1
         elif outcome.status in ("cancelled", "crashed"):
             self.error(f"match_{outcome.status}", f"{match_id}: {outcome.result}")
@@ -231,7 +232,7 @@ class Worker:
 
     def totals(self) -> dict[str, Any]:
         m = self.meter
-        return {"sent": m.sent, "acked": m.acked, "matches": len(self.ended), "reconnects": self.reconnects,
+        return {"sent": m.sent, "acked": m.acked, "matches": self.played, "reconnects": self.reconnects,
                 "drops": self.drops, "errors": sum(self.errors.values()) + sum(m.errors.values()),
                 "lost": self.lost}
 
