@@ -15,6 +15,7 @@ import json
 import math
 from typing import Any
 
+import attrs
 import cattrs
 
 
@@ -75,9 +76,13 @@ def describe_error(error: BaseException) -> str:
     return str(error)[:300]
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode(data: Any) -> bytes:
-    """Compact JSON of already-unstructured data, UTF-8, no NaN."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Compact JSON of already-unstructured data, UTF-8, no NaN. (One encoder for every call:
+    `json.dumps` with options builds a new one each time.)"""
+    return _ENCODER.encode(data).encode()
 
 
 def encode_state(state: Any) -> bytes:
@@ -87,3 +92,48 @@ def encode_state(state: Any) -> bytes:
 def checksum(canonical: bytes) -> int:
     """A signed 64-bit checksum (fits an SQLite INTEGER) of a canonical encoding."""
     return int.from_bytes(hashlib.blake2b(canonical, digest_size=8).digest(), "big", signed=True)
+
+
+def is_frozen(cls: type) -> bool:
+    """Whether instances of an attrs class refuse changes (so that one can be shared)."""
+    try:
+        probe = object.__new__(cls)
+        field = next(iter(attrs.fields(cls)), None)
+        if field is None:
+            return True
+        setattr(probe, field.name, None)
+    except attrs.exceptions.FrozenInstanceError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+class InputCache:
+    """Structured inputs by their raw data, for input types whose instances are frozen.
+
+    Players send the same few inputs again and again (a direction, a move); structuring one costs
+    several microseconds. Only successes are kept, only flat objects of scalars are keyed, and
+    the cache is emptied when it holds `size` entries, so it stays small."""
+
+    def __init__(self, input_type: type, size: int = 4096):
+        self.input_type = input_type
+        self.enabled = is_frozen(input_type)
+        self.size = size
+        self._cache: dict[tuple, Any] = {}
+
+    def structure(self, data: dict) -> Any:
+        if not self.enabled:
+            return converter.structure(data, self.input_type)
+        try:
+            key = tuple((name, type(value), value) for name, value in data.items())
+            hash(key)
+        except TypeError:  # a list or an object inside: not a key
+            return converter.structure(data, self.input_type)
+        found = self._cache.get(key)
+        if found is None:
+            found = converter.structure(data, self.input_type)
+            if len(self._cache) >= self.size:
+                self._cache.clear()
+            self._cache[key] = found
+        return found

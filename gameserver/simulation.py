@@ -111,6 +111,7 @@ class Simulation:
         # With a roster only its players may take a seat, and the lobby ends when all of them have one.
         self.roster: list[str] | None = None if roster is None else list(roster)
         self._canonical: tuple[int, bytes] | None = None
+        self._inputs = canonical.InputCache(game.input_type)
 
     @classmethod
     def new(cls, game: Game, *, match_id: str, seed: int, params: Any, now: float = 0.0,
@@ -297,7 +298,7 @@ class Simulation:
         if not isinstance(command.data, dict):
             return Rejection(command, "invalid_input", "an input's data is an object")
         try:
-            return canonical.converter.structure(command.data, self.game.input_type)
+            return self._inputs.structure(command.data)
         except Exception as error:  # any structuring failure is the sender's fault
             return Rejection(command, "invalid_input", canonical.describe_error(error))
 

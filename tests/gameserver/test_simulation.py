@@ -189,3 +189,32 @@ def test_context_random_is_per_match_and_tick():
     assert numbers(1, 5) == numbers(1, 5)
     assert numbers(1, 5) != numbers(1, 6)
     assert numbers(1, 5) != numbers(2, 5)
+
+
+def test_the_input_cache_shares_only_frozen_inputs_and_keeps_types_apart():
+    import attrs as _attrs
+
+    from gameserver.canonical import InputCache
+
+    @_attrs.frozen
+    class Frozen:
+        x: float
+
+    @_attrs.define
+    class Mutable:
+        x: float
+
+    frozen = InputCache(Frozen)
+    assert frozen.enabled and frozen.structure({"x": 1}) is frozen.structure({"x": 1})
+    assert frozen.structure({"x": 1.5}) == Frozen(1.5)
+    mutable = InputCache(Mutable)
+    assert not mutable.enabled and mutable.structure({"x": 1}) is not mutable.structure({"x": 1})
+
+    @_attrs.frozen
+    class Flag:
+        on: bool
+
+    flags = InputCache(Flag)
+    assert flags.structure({"on": True}) == Flag(True)
+    with pytest.raises(Exception):
+        flags.structure({"on": 1})  # 1 == True, but an int is not a bool: never served from the cache
