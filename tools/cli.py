@@ -120,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_argument("--repeat", type=_positive_int, default=5, help="activations to time (default 5)")
     recovery.add_argument("--seed", type=int, default=1)
     recovery.add_argument("--json", action="store_true", help="print only the JSON object")
+    matchmaker = workloads.add_parser("matchmaker", help="forming pass, ticket API rate, time to assignment (issue 4)")
+    matchmaker.add_argument("--form-tickets", type=_positive_int, default=100_000,
+                            help="tickets in the timed forming pass (default 100000)")
+    matchmaker.add_argument("--api-tickets", type=_positive_int, default=10_000,
+                            help="tickets created then read over HTTP, 2 requests each (default 10000)")
+    matchmaker.add_argument("--api-processes", type=_positive_int, default=2, help="load processes (default 2)")
+    matchmaker.add_argument("--api-connections", type=_positive_int, default=8,
+                            help="keep-alive connections per load process (default 8)")
+    matchmaker.add_argument("--matches", type=_positive_int, default=200, help="matches formed and timed (200)")
+    matchmaker.add_argument("--match-players", type=int, choices=[2, 4], default=2,
+                            help="players per match: 2 (connect four) or 4 (arena) (default 2)")
+    matchmaker.add_argument("--concurrency", type=_positive_int, default=4, help="matches formed at once (4)")
+    matchmaker.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                            help="run the servers under cProfile, write DIR/server-{api,assign}.prof")
+    matchmaker.add_argument("--seed", type=int, default=1, help="random seed: the forming pool, the API tickets' skills")
+    matchmaker.add_argument("--json", action="store_true", help="print only the JSON object")
     from tools.bench_replay import add_parser as add_bench_replay
     from tools.replay import add_parser as add_replay
 
@@ -156,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools.bench_recovery import run_cli as run_recovery
 
         return run_recovery(args)
+    if args.command == "bench" and args.workload == "matchmaker":
+        from tools.bench_matchmaker import run_cli as run_matchmaker
+
+        return run_matchmaker(args)
     if args.command == "bench" and args.workload == "replay":
         from tools.bench_replay import run_cli as run_bench_replay
 
