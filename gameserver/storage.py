@@ -224,6 +224,9 @@ class MatchStore:
         staging = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.new")
         conn = _connect(staging, read_only=False)
         try:
+            # Nobody can see the staged file: no syncs while building it (an SQLite sync per
+            # migration step and commit would be a dozen), one fsync of the whole file below.
+            conn.execute("PRAGMA synchronous = OFF")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.executescript(f"BEGIN; {_SCHEMA_V1} PRAGMA user_version = 1; COMMIT;")
@@ -248,11 +251,13 @@ class MatchStore:
         finally:
             conn.close()  # checkpoints and removes the WAL: the staged file is complete alone
         try:
+            _fsync(staging)  # the file's contents are on disk before its name is
             os.link(staging, path)  # fails if `path` appeared meanwhile: never overwrite
         except FileExistsError as error:
             raise MatchExists(f"{path} exists") from error
         finally:
             staging.unlink(missing_ok=True)
+        _fsync(path.parent)  # and the name too
         return cls.open(path, synchronous=synchronous)
 
     @classmethod
@@ -520,6 +525,14 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _json(value: Any) -> str | None:

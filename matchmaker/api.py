@@ -25,7 +25,7 @@ from gameserver import tokens
 from matchmaker.auth import PlayerAuth
 from matchmaker.service import Matchmaker
 from matchmaker.ticket_api import matchmaking_routes
-from matchmaker.http_common import MAX_BODY_BYTES, PLAYER_ID_PATTERN, PROBLEM, ApiError, Problem, Strict, problem
+from matchmaker.http_common import MAX_BODY_BYTES, BodyLimit, PLAYER_ID_PATTERN, PROBLEM, ApiError, Problem, Strict, problem
 from gameserver.node import (InvalidParams, MatchNotFound, MatchUnavailable, NameTaken, Node, NodeClosing, NodeError,
                              UnknownGame)
 
@@ -193,12 +193,7 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
         if not is_admin(request):
             raise ApiError(401, "unauthorized", "this endpoint needs the admin bearer token")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return problem(413, "body_too_large", f"a request body is at most {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(ApiError)
     async def on_api_error(_request: Request, error: ApiError) -> JSONResponse:

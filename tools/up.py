@@ -88,6 +88,7 @@ async def run_server(config: ServerConfig, stop: trio.Event,
         hc.accesslog = None
         hc.errorlog = logging.getLogger("arbiter.http")
         hc.graceful_timeout = 5
+        hc.keep_alive_max_requests = 1_000_000  # hypercorn's 1000 makes busy clients reconnect for nothing
         http_stop, http_done = trio.Event(), trio.Event()
 
         async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:

@@ -202,6 +202,13 @@ async def test_http_errors_are_problem_json(server):
         response = await client.post("/v1/matches", content=b"x" * 70000, headers={"content-type": "application/json"})
         assert response.status_code == 413
 
+        async def chunks():  # no Content-Length: the limit applies while the body is read
+            for _ in range(20):
+                yield b" " * 4096
+
+        response = await client.post("/v1/matches", content=chunks(), headers={"content-type": "application/json"})
+        assert (response.status_code, response.json()["code"]) == (413, "body_too_large")
+
 
 async def test_named_matches_are_idempotent(server, http):
     first = await http.create_match("arena", name="tournament-final")
