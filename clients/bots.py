@@ -129,6 +129,7 @@ class Meter:
         self.acked = 0  # of those, acknowledged
         self.unacked = 0  # still unacknowledged when their `play` returned
         self.refused = 0  # refused with an error frame carrying their seq
+        self.reconnects = 0  # welcomes after the first, in every match
         self.latency_buckets: Counter[int] = Counter()  # floor(ms / LATENCY_BUCKET_MS) -> inputs
         self.latency_max_ms = 0.0
         self.reconnect_buckets: Counter[int] = Counter()  # deliberate drop to welcome, floor(ms) -> drops
@@ -235,6 +236,7 @@ class _Run:
             elif isinstance(message, Welcome):
                 outcome.match_id, outcome.player = message.match_id, message.player
                 outcome.welcomes += 1
+                self.meter.reconnects += outcome.welcomes > 1
                 if self.dropped_at is not None:
                     self.meter.reconnect_buckets[int((trio.current_time() - self.dropped_at) * 1000)] += 1
                     self.dropped_at = None

@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import attrs
 import httpx
 import trio
 from trio_websocket import HandshakeError
@@ -41,6 +42,11 @@ LONG_POLL_S = 30.0
 PROGRESS_S = 1.0
 CHECKERS = 4  # concurrent input-log reads per process
 PAUSE_S = 1.0  # after a failed request, before trying again
+JOIN_WITHIN_S = 25.0  # keep trying to join an assigned match this long (seat holds are 30 s by default)
+JOIN_RETRY_PAUSE_S = 0.5
+CONNECT_TIMEOUT_S = 10.0  # one attempt to connect and be welcomed
+REQUEUE_WAIT_S = 5.0  # for a ticket to be put back in the queue after its match was cancelled
+CHECK_ATTEMPTS = 3  # reads of an input log before the check counts as failed
 GO_TIMEOUT_S = 300.0
 HTTP_TIMEOUT_S = 30.0
 SKILL = 1000  # every bot the same: skill windows never keep bots apart
@@ -68,7 +74,7 @@ class Worker:
         self.joined: set[str] = set()  # matches a bot of this process was admitted to
         self.ended: set[str] = set()  # matches that ended (the end event, or 4012 after a drop)
         self.in_match = self.queued = 0  # gauges
-        self.reconnects = self.drops = 0
+        self.drops = 0
         self.lost = self.seats_checked = 0
         self.played = 0  # ended matches whose first player (by id) is a bot of this process: for progress
         self.lost_examples: list[dict] = []
@@ -103,8 +109,8 @@ class Worker:
         self.cpu_end = time.process_time()
         self.stop.set()
 
-    async def pause(self) -> None:
-        with trio.move_on_after(PAUSE_S):
+    async def pause(self, seconds: float = PAUSE_S) -> None:
+        with trio.move_on_after(seconds):
             await self.stop.wait()
 
     async def bot_life(self, index: int) -> None:
@@ -119,17 +125,18 @@ class Worker:
             except httpx.HTTPError as error:
                 self.error(f"guest_{http_kind(error)}", str(error))
                 await self.pause()
-        requeued: str | None = None  # a ticket put back in the queue when its match was cancelled
+        held = Held()
         while not self.stop.is_set():
             try:
-                assignment, ticket_id = await self.matchmake(http, requeued)
-                requeued = None
+                assignment = await self.matchmake(http, held)
                 if assignment is None:
                     continue
-                status = await self.play_match(assignment, rng)
-                if status == "cancelled":
-                    requeued = ticket_id
+                held.played_match = assignment["match_id"]
+                if await self.play_match(assignment, rng) != "cancelled":
+                    held.ticket_id = None  # else the server puts the ticket back in the queue: poll it again
             except (httpx.HTTPError, MatchmakingError) as error:
+                if isinstance(error, httpx.HTTPStatusError):
+                    held.ticket_id = None  # refused (404 after a restart, ...): a new ticket next time
                 self.error(error.kind if isinstance(error, MatchmakingError) else f"http_{http_kind(error)}",
                            str(error))
                 await self.pause()
@@ -137,14 +144,22 @@ class Worker:
                 self.error(f"bot_exception_{leaf_names(error)}", repr(error))
                 await self.pause()
 
-    async def matchmake(self, http: SharedHTTP, requeued: str | None) -> tuple[dict | None, str | None]:
+    async def matchmake(self, http: SharedHTTP, held: Held) -> dict | None:
+        """The assignment of a ticket: the held one if it is still queued or matched, else a new one.
+        None if the run ended first, or the ticket expired waiting (a left-over bot)."""
         ticket = None
-        if requeued is not None:
-            ticket = await http.ticket(requeued)
-            if ticket["status"] != "queued":
-                ticket = None
+        if held.ticket_id is not None:
+            ticket = await http.ticket(held.ticket_id)
+            if ticket["status"] == "matched" and ticket["assignment"]["match_id"] == held.played_match:
+                # its match was cancelled, and the matchmaker has not put it back in the queue yet
+                ticket = await http.ticket(held.ticket_id, wait_s=REQUEUE_WAIT_S, version=ticket["version"])
+            usable = ticket["status"] == "queued" or (
+                ticket["status"] == "matched" and ticket["assignment"]["match_id"] != held.played_match)
+            if not usable:
+                ticket = held.ticket_id = None
         if ticket is None:
             ticket = await http.create_ticket(self.spec["queue"], numbers={"skill": SKILL}, latencies={REGION: 1.0})
+            held.ticket_id = ticket["ticket_id"]
         self.queued += 1
         try:
             with trio.move_on_at(self.stop_at):
@@ -154,30 +169,45 @@ class Worker:
             self.queued -= 1
         status, reason = ticket["status"], ticket.get("reason")
         if status == "matched":
-            return ticket["assignment"], ticket["ticket_id"]
+            return ticket["assignment"]
+        held.ticket_id = None
         if status == "queued":  # the run is over
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
                     await http.cancel_ticket(ticket["ticket_id"])
                 except httpx.HTTPError:
                     pass  # matched or being placed meanwhile: the match goes on without us
-            return None, None
+            return None
         if status == "expired" and reason == "max_wait":
             self.info["tickets_expired_max_wait"] += 1  # a leftover bot: it queues again
-            return None, None
+            return None
         raise MatchmakingError(f"ticket_{status}" + (f"_{reason}" if status == "expired" else ""),
                                f"ticket {ticket['ticket_id']} {status}: {reason}")
 
+    async def join(self, assignment: dict) -> MatchClient | None:
+        """A client admitted to the assigned match, trying again for up to JOIN_WITHIN_S when the
+        connection fails or is slow (an overloaded server); None (an error counted) if it cannot."""
+        deadline = trio.current_time() + JOIN_WITHIN_S
+        while True:
+            client = MatchClient(assignment["ws_url"], assignment["token"],
+                                 connect_timeout=max(1.0, min(CONNECT_TIMEOUT_S, deadline - trio.current_time())))
+            try:
+                await client.__aenter__()
+                return client
+            except MatchClosed as closed:
+                self.error(f"join_closed_{closed.code}", f"{assignment['match_id']}: {closed}")
+                return None
+            except (OSError, HandshakeError, trio.TooSlowError) as error:
+                if trio.current_time() >= deadline or self.stop.is_set():
+                    self.error(f"join_failed_{type(error).__name__}", f"{assignment['match_id']}: {error!r}")
+                    return None
+                self.info["join_retries"] += 1
+            await self.pause(JOIN_RETRY_PAUSE_S)
+
     async def play_match(self, assignment: dict, rng: random.Random) -> str:
         bot = self.strategy(seed=rng.randrange(1 << 32), period_s=self.spec.get("period_s"))
-        try:
-            client = MatchClient(assignment["ws_url"], assignment["token"])
-            await client.__aenter__()
-        except MatchClosed as closed:
-            self.error(f"join_closed_{closed.code}", f"{assignment['match_id']}: {closed}")
-            return "refused"
-        except (OSError, HandshakeError, trio.TooSlowError) as error:
-            self.error(f"join_failed_{type(error).__name__}", f"{assignment['match_id']}: {error!r}")
+        client = await self.join(assignment)
+        if client is None:
             return "refused"
         self.in_match += 1
         try:
@@ -185,7 +215,6 @@ class Worker:
                                  drops_per_min=self.spec["churn_per_min"])
         finally:
             self.in_match -= 1
-            self.reconnects += client.reconnects
             await client.__aexit__(None, None, None)
         self.drops += outcome.drops
         match_id = outcome.match_id or assignment["match_id"]
@@ -206,10 +235,16 @@ class Worker:
     async def check_claims(self, claims: trio.MemoryReceiveChannel[Claim]) -> None:
         async with claims:
             async for claim in claims:
-                try:
-                    lost, seqs = await check(self.admin, claim, limit=5)
-                except CheckFailed as error:
-                    self.error("check_failed", str(error))
+                for attempt in range(CHECK_ATTEMPTS):
+                    try:
+                        lost, seqs = await check(self.admin, claim, limit=5)
+                        break
+                    except CheckFailed as error:
+                        failure = error
+                    if attempt + 1 < CHECK_ATTEMPTS:
+                        await trio.sleep(PAUSE_S)  # not cut short by the end: every claim is checked
+                else:
+                    self.error("check_failed", str(failure))
                     continue
                 self.seats_checked += 1
                 if lost:
@@ -232,7 +267,7 @@ class Worker:
 
     def totals(self) -> dict[str, Any]:
         m = self.meter
-        return {"sent": m.sent, "acked": m.acked, "matches": self.played, "reconnects": self.reconnects,
+        return {"sent": m.sent, "acked": m.acked, "matches": self.played, "reconnects": m.reconnects,
                 "drops": self.drops, "errors": sum(self.errors.values()) + sum(m.errors.values()),
                 "lost": self.lost}
 
@@ -247,6 +282,15 @@ class Worker:
                 "info": dict(self.info), "ended_matches": sorted(self.ended), "joined_matches": sorted(self.joined), "seats_checked": self.seats_checked,
                 "lost_examples": self.lost_examples, "cpu_s": self.cpu_end - self.cpu_start,
                 "run_s": self.stop_at - self.start_at}
+
+
+@attrs.define
+class Held:
+    """A bot's ticket that may still be queued or matched: polled again before making another
+    (after its long-poll failed, or when the server put it back in the queue)."""
+
+    ticket_id: str | None = None
+    played_match: str | None = None  # the match its last assignment was for
 
 
 class MatchmakingError(Exception):
