@@ -271,7 +271,7 @@ class _Run:
             self.settled.set()
 
     async def drop_now_and_then(self, per_min: float) -> None:
-        rng = random.Random(self.bot.rng.random())  # its own stream: the bot's choices stay the same
+        rng = random.Random(self.bot.rng.random())  # its own stream, seeded by the bot's
         while True:
             await trio.sleep(rng.expovariate(per_min / 60.0))
             if self.over:
@@ -283,7 +283,8 @@ class _Run:
     async def stop_on(self, stop: trio.Event, grace_s: float, scope: trio.CancelScope) -> None:
         await stop.wait()
         self.over = True
-        self.outcome.status = "stopped"
+        if self.outcome.status == "closed":  # not over yet (else its end event came first)
+            self.outcome.status = "stopped"
         with trio.move_on_after(grace_s):
             while self.pending:
                 self.settled = trio.Event()
