@@ -355,11 +355,21 @@ class MatchClient:
             except ConnectionClosed as closed:
                 reason = closed.reason
                 raise MatchClosed(reason.code if reason else None, reason.reason if reason else None) from None
+        # Resend what the server has not acknowledged, in order, on the new connection before anyone
+        # else can send on it: an input sent meanwhile by another task must not overtake the resends
+        # (the server would then drop them as duplicates). Inputs added while we resend go too.
+        sent = message.last_seq
+        try:
+            while True:
+                pending = [(seq, data) for seq, data in self.unacked.items() if seq > sent]
+                if not pending:
+                    break
+                for seq, data in pending:
+                    await ws.send_message(self._encode({"t": "input", "seq": seq, "data": data}))
+                    sent = seq
+        except ConnectionClosed:
+            pass  # dropped again: the next receive reconnects and resends
         self._ws = ws
-        # Resend what the server has not acknowledged, in order; it drops what it already has.
-        for seq, data in list(self.unacked.items()):
-            if seq > message.last_seq:
-                await self._send_quietly({"t": "input", "seq": seq, "data": data})
         return attrs.evolve(message, resumed=resume)
 
     async def _reconnect(self, code: int | None, reason: str | None) -> Welcome:

@@ -88,6 +88,7 @@ async def run_server(config: ServerConfig, stop: trio.Event,
         hc.accesslog = None
         hc.errorlog = logging.getLogger("arbiter.http")
         hc.graceful_timeout = 5
+        hc.backlog = 4096  # hypercorn's 100 resets connections under a burst of clients
         hc.keep_alive_max_requests = 1_000_000  # hypercorn's 1000 makes busy clients reconnect for nothing
         http_stop, http_done = trio.Event(), trio.Event()
 

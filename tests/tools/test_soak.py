@@ -69,6 +69,15 @@ def test_connect_four_soak_with_churn_reconnects_and_loses_nothing():
     assert report["reconnect_ms"]["max"] is not None
 
 
+@pytest.mark.slow
+def test_arena_soak_with_churn_resends_every_unacknowledged_input():
+    """Arena bots send while a reconnect resends: the resends must reach the server first."""
+    status, report, stderr = soak("--bots", "6", "--duration", "4", "--churn", "60", "--match-s", "2")
+    assert status == 0, stderr
+    assert_clean(report, stderr)
+    assert report["drops"] > 0 and report["reconnects"] > 0 and report["inputs_lost"] == 0
+
+
 # -- the loss check, against a real server ---------------------------------------------------
 
 
