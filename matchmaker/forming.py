@@ -44,13 +44,16 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import operator
+from array import array
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Sequence
-from itertools import filterfalse
+from itertools import compress
 
 import attrs
 
-from matchmaker.tickets import QueueConfig, Ticket, preference_order
+from matchmaker.tickets import QueueConfig, Ticket, check_pool, preference_order
 
 EXPIRED_MAX_WAIT = "max_wait"
 EXPIRED_PARTY_TOO_LARGE = "party_too_large"
@@ -83,7 +86,7 @@ class FormingResult:
 
 def form_matches(pool: Sequence[Ticket], config: QueueConfig, now: float) -> FormingResult:
     """Form as many matches as the rules allow at `now`; see the module docstring."""
-    _check_inputs(pool, config, now)
+    check_pool(pool, config, now)
     collecting = gc.isenabled()
     gc.disable()  # see "Cost" in the module docstring
     try:
@@ -93,87 +96,88 @@ def form_matches(pool: Sequence[Ticket], config: QueueConfig, now: float) -> For
             gc.enable()
 
 
-def _check_inputs(pool: Sequence[Ticket], config: QueueConfig, now: float) -> None:
-    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
-        raise ValueError(f"now must be a finite number, got {now!r}")
-    if not all(type(ticket) is Ticket for ticket in pool):
-        wrong = next(ticket for ticket in pool if not isinstance(ticket, Ticket))
-        raise TypeError(f"the pool holds Tickets, got {type(wrong).__name__}")
-    queue = config.queue
-    for ticket in pool:
-        if ticket.queue != queue:
-            raise ValueError(f"ticket {ticket.ticket_id!r} is for queue {ticket.queue!r}, not {queue!r}")
-    _check_unique("ticket", [ticket.ticket_id for ticket in pool], "appears twice")
-    _check_unique("player", [player for ticket in pool for player in ticket.players], "is in two tickets")
-
-
-def _check_unique(what: str, ids: list[str], problem: str) -> None:
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        duplicate = next(item for item in ids if item in seen or seen.add(item))  # type: ignore[func-returns-value]
-        raise ValueError(f"{what} {duplicate!r} {problem}")
-
-
 class _Pass:
     """One forming pass. Tickets are numbered by fairness rank: a lower number is older."""
 
     def __init__(self, pool: list[Ticket], config: QueueConfig, now: float) -> None:
-        # Read the tickets in the caller's order (memory order, kind to caches), then renumber.
-        created = [ticket.created_at for ticket in pool]
-        if len(set(created)) == len(created):
-            order = sorted(range(len(pool)), key=created.__getitem__)
-        else:  # ties: by ticket id, then (stable) by created_at
-            order = sorted(range(len(pool)), key=[ticket.ticket_id for ticket in pool].__getitem__)
+        # Each ticket is read once, in the caller's order (memory order), into plain lists in
+        # fairness order; the search touches only those. `+ 0` makes fresh numbers that lie side
+        # by side in memory: the tickets' own are scattered over the heap, and sorting or walking
+        # through them costs a cache miss at nearly every step. It keeps every value and type
+        # (only -0.0 becomes 0.0, which compares and computes the same here).
+        count = len(pool)
+        created = [ticket.created_at + 0 for ticket in pool]
+        order = sorted(range(count), key=created.__getitem__)
+        if len(set(created)) != count:  # ties: by ticket id
+            order = sorted(range(count), key=[ticket.ticket_id for ticket in pool].__getitem__)
             order.sort(key=created.__getitem__)
-        waits = [max(0.0, now - at) for at in created]
-        sizes = [len(ticket.players) for ticket in pool]
-        skills = [0.0] * len(pool) if config.skill is None else config.skill.skills_of(pool)
+        waits = [now - at if at < now else 0.0 for at in created]  # max(0, now - created_at)
+        parties = [ticket.players for ticket in pool]
+        sizes = list(map(len, parties))
+        if config.skill is None:
+            skills = [0.0] * count
+        else:
+            skills = [skill + 0 for skill in config.skill.skills_of(pool)]
         too_large = config.max_party_size
         if config.region is None:
             options: list[list] = [[] if size > too_large else [None] for size in sizes]
         else:
             options = config.region.region_sets(pool, waits)
-            for index, size in enumerate(sizes):
-                if size > too_large:
-                    options[index] = []  # never a candidate: it expires when its turn as a seed comes
+            if count and max(sizes) > too_large:
+                for index, size in enumerate(sizes):
+                    if size > too_large:
+                        options[index] = []  # never a candidate: it expires when its turn as a seed comes
         self.config = config
-        self.tickets = list(map(pool.__getitem__, order))
+        self.pool = pool
+        self.order = order  # fairness number -> position in the pool
         self.waits = list(map(waits.__getitem__, order))
         self.sizes = list(map(sizes.__getitem__, order))
         self.skills = list(map(skills.__getitem__, order))
-        self.options = list(map(options.__getitem__, order))
-        self.taken = bytearray(len(pool))  # matched, expired, or out (a seed that found no group)
+        self.pool_options = options  # the regions each ticket accepts, by position in the pool
+        self.pool_parties = parties  # and its players (a match reads these, not the tickets)
+        self.pool_ids = [ticket.ticket_id for ticket in pool]
+        self.taken = bytearray(count)  # matched, expired, or out (a seed that found no group)
         self.teams = config.team_count
+        self.full = config.players.max
         largest = max(sizes, default=1)
         self.kinds = max(1, min(largest, too_large))  # party sizes 1..kinds
         self.unit = [tuple(int(k == size - 1) for k in range(self.kinds)) for size in range(self.kinds + 1)]
         self.buckets = self._bucket_by_region()
 
+    def _ticket(self, index: int) -> Ticket:
+        return self.pool[self.order[index]]
+
     def _bucket_by_region(self) -> dict[str | None, _Bucket]:
-        skills, options = self.skills, self.options
+        skills = self.skills
         by_skill = sorted(range(len(skills)), key=skills.__getitem__)  # stable: ties stay oldest first
-        members: dict[str | None, list[int]] = {region: [] for region in set().union(*options)}
-        for index in by_skill:
-            for region in options[index]:
-                members[region].append(index)
-        return {region: _Bucket(list(map(skills.__getitem__, indexes)), indexes)
-                for region, indexes in members.items()}
+        ranked = _as_doubles(list(map(skills.__getitem__, by_skill)))
+        self.pack = list if type(ranked) is list else functools.partial(array, "d")
+        buckets = _Buckets(self.pack)
+        pool_options, order = self.pool_options, self.order
+        for index, skill, regions in zip(by_skill, ranked, map(pool_options.__getitem__, map(order.__getitem__, by_skill))):
+            for region in regions:
+                add_skill, add_index = buckets.adders[region]
+                add_skill(skill)
+                add_index(index)
+        return buckets
 
     def _compact(self) -> None:
         """Drop taken tickets from every bucket (done each time half of the free ones are taken)."""
-        taken, skills = self.taken, self.skills
+        taken, pack = self.taken, self.pack
         for bucket in self.buckets.values():
-            bucket.indexes = list(filterfalse(taken.__getitem__, bucket.indexes))
-            bucket.skills = list(map(skills.__getitem__, bucket.indexes))
+            free = bytes(map(taken.__getitem__, bucket.indexes)).translate(_FLIP)
+            bucket.indexes = array("l", compress(bucket.indexes, free))
+            bucket.skills = pack(compress(bucket.skills, free))
 
     def run(self) -> FormingResult:
-        config, taken = self.config, self.taken
+        config, taken, sizes, waits = self.config, self.taken, self.sizes, self.waits
+        max_party_size, max_wait_s = config.max_party_size, config.max_wait_s
         matches: list[FormedMatch] = []
         expired: list[tuple[str, str]] = []
         remaining: list[str] = []
-        free = len(self.tickets)
+        free = len(taken)
         compact_at = free // 2
-        for seed in range(len(self.tickets)):
+        for seed in range(len(taken)):
             if taken[seed]:
                 continue
             if free <= compact_at:
@@ -181,8 +185,8 @@ class _Pass:
                 compact_at = free // 2
             taken[seed] = 1
             free -= 1
-            if self.sizes[seed] > config.max_party_size:
-                expired.append((self.tickets[seed].ticket_id, EXPIRED_PARTY_TOO_LARGE))
+            if sizes[seed] > max_party_size:
+                expired.append((self._ticket(seed).ticket_id, EXPIRED_PARTY_TOO_LARGE))
                 continue
             found = self._find(seed)
             if found is not None:
@@ -191,10 +195,10 @@ class _Pass:
                     taken[index] = 1
                 free -= len(group) - 1
                 matches.append(self._match(group, region, players))
-            elif self.waits[seed] >= config.max_wait_s:
-                expired.append((self.tickets[seed].ticket_id, EXPIRED_MAX_WAIT))
+            elif waits[seed] >= max_wait_s:
+                expired.append((self._ticket(seed).ticket_id, EXPIRED_MAX_WAIT))
             else:
-                remaining.append(self.tickets[seed].ticket_id)
+                remaining.append(self._ticket(seed).ticket_id)
         return FormingResult(matches=matches, expired=expired, remaining=remaining)
 
     # -- search -----------------------------------------------------------------------------
@@ -203,10 +207,10 @@ class _Pass:
         config = self.config
         wait = self.waits[seed]
         width = math.inf if config.skill is None else config.skill.width(wait)
-        regions = self.options[seed]
+        regions = self.pool_options[self.order[seed]]
         if len(regions) > 1:
-            regions = preference_order(self.tickets[seed], regions)
-        full = config.players.max
+            regions = preference_order(self._ticket(seed), regions)
+        full = self.full
         for players in (full,) if wait < config.max_wait_s else config.match_sizes(wait):
             if self.sizes[seed] > players // self.teams:
                 continue
@@ -357,96 +361,160 @@ class _Pass:
 
     def _match(self, group: list[int], region: str | None, players: int) -> FormedMatch:
         group.sort()  # fairness order: the seed first
-        skills, sizes, waits = self.skills, self.sizes, self.waits
-        members = [self.tickets[index] for index in group]
+        order, skills, sizes, waits = self.order, self.skills, self.sizes, self.waits
+        positions = list(map(order.__getitem__, group))  # in the pool
         player_ids: list[str] = []
-        for ticket in members:
-            player_ids += ticket.players
-        member_skills = [skills[index] for index in group]
         teams: tuple[tuple[str, ...], ...] = ()
         team_skill: tuple[float, ...] = ()
-        if self.config.teams is not None:
-            assignment, sums = self._assign_teams(group, players)
-            teams = tuple(self._players_of(team) for team in assignment)
+        if self.teams == 1:
+            for party in map(self.pool_parties.__getitem__, positions):
+                player_ids += party
+        else:
+            team_of, sums = self._assign_teams(group, players)
+            per_team: list[list[str]] = [[] for _ in sums]
+            for index, party in zip(group, map(self.pool_parties.__getitem__, positions)):
+                player_ids += party
+                per_team[team_of[index]] += party
+            teams = tuple(map(tuple, per_team))
             team_skill = tuple(sums)
+        member_skills = list(map(skills.__getitem__, group))
         return FormedMatch(
-            ticket_ids=tuple([ticket.ticket_id for ticket in members]),
+            ticket_ids=tuple(map(self.pool_ids.__getitem__, positions)),
             players=tuple(player_ids),
             teams=teams,
             region=region,
-            short=players < self.config.players.max,
+            short=players < self.full,
             quality=MatchQuality(
                 skill_spread=max(member_skills) - min(member_skills),
                 max_wait_s=waits[group[0]],  # the oldest
-                mean_wait_s=sum([waits[index] * sizes[index] for index in group]) / players,
+                mean_wait_s=sum(map(operator.mul, map(waits.__getitem__, group), map(sizes.__getitem__, group))) / players,
                 team_skill=team_skill,
             ),
         )
 
-    def _players_of(self, team: list[int]) -> tuple[str, ...]:
-        team.sort()
-        tickets = self.tickets
-        player_ids: list[str] = []
-        for index in team:
-            player_ids += tickets[index].players
-        return tuple(player_ids)
-
-    def _assign_teams(self, group: list[int], players: int) -> tuple[list[list[int]], list[float]]:
+    def _assign_teams(self, group: list[int], players: int) -> tuple[dict[int, int], list[float]]:
         """Parties by (size, skill) descending, each to the team with the lowest skill sum that has
-        room and still lets the remaining parties fill every team exactly."""
+        room and still lets the remaining parties fill every team exactly. Returns each party's
+        team and the teams' skill sums."""
         skills, sizes = self.skills, self.sizes
         parties = sorted(group, key=skills.__getitem__, reverse=True)  # stable: ties stay oldest first
         parties.sort(key=sizes.__getitem__, reverse=True)  # so: by size, then skill, descending
-        placed = self._place(parties, players // self.teams, look_ahead=False)
-        return placed if placed is not None else self._place(parties, players // self.teams, look_ahead=True)
+        team_size = players // self.teams
+        placed = self._place_in_two(parties, team_size) if self.teams == 2 else self._place_greedy(parties, team_size)
+        return placed or self._place_looking_ahead(parties, team_size)
 
-    def _place(self, parties: list[int], team_size: int, look_ahead: bool):
-        """Without look-ahead, None when the greedy gets stuck; with it (slower), it never does.
-        Both make the same choices whenever the greedy succeeds."""
+    def _place_in_two(self, parties: list[int], team_size: int) -> tuple[dict[int, int], list[float]] | None:
+        """`_place_greedy` for two teams, unrolled (the common case)."""
+        skills, sizes = self.skills, self.sizes
+        room_0 = room_1 = team_size
+        total_0 = total_1 = 0.0
+        team_of = {}
+        for index in parties:
+            size = sizes[index]
+            if room_1 >= size and (room_0 < size or total_1 < total_0):
+                room_1 -= size
+                total_1 += skills[index] * size
+                team_of[index] = 1
+            elif room_0 >= size:
+                room_0 -= size
+                total_0 += skills[index] * size
+                team_of[index] = 0
+            else:
+                return None
+        return team_of, [total_0, total_1]
+
+    def _place_greedy(self, parties: list[int], team_size: int) -> tuple[dict[int, int], list[float]] | None:
+        """Each party to the team with the lowest skill sum that has room (ties: the lowest
+        number); None when stuck. `_place_looking_ahead` makes the same choices whenever this
+        succeeds."""
         skills, sizes, count = self.skills, self.sizes, self.teams
         room = [team_size] * count
         total = [0.0] * count
-        teams: list[list[int]] = [[] for _ in range(count)]
+        team_of = {}
+        for index in parties:
+            size = sizes[index]
+            team = -1
+            for other in range(count):
+                if room[other] >= size and (team < 0 or total[other] < total[team]):
+                    team = other
+            if team < 0:
+                return None
+            room[team] -= size
+            total[team] += skills[index] * size
+            team_of[index] = team
+        return team_of, total
+
+    def _place_looking_ahead(self, parties: list[int], team_size: int) -> tuple[dict[int, int], list[float]]:
+        """Each party to the team with the lowest skill sum that has room and still lets the
+        remaining parties fill every team exactly (slower; it never gets stuck)."""
+        skills, sizes, count = self.skills, self.sizes, self.teams
+        room = [team_size] * count
+        total = [0.0] * count
+        team_of = {}
         left = [0] * self.kinds
         for index in parties:
             left[sizes[index] - 1] += 1
         for index in parties:
             size = sizes[index]
             left[size - 1] -= 1
+            rest = tuple(left)
             team = -1
-            if look_ahead:
-                rest = tuple(left)
-                for other in sorted(range(count), key=total.__getitem__):  # stable: ties by number
-                    if room[other] >= size:
-                        room[other] -= size
-                        fits = _fill_teams(rest, tuple(sorted(room, reverse=True)))
-                        room[other] += size
-                        if fits:
-                            team = other
-                            break
-            else:
-                for other in range(count):
-                    if room[other] >= size and (team < 0 or total[other] < total[team]):
+            for other in sorted(range(count), key=total.__getitem__):  # stable: ties by number
+                if room[other] >= size:
+                    room[other] -= size
+                    fits = _fill_teams(rest, tuple(sorted(room, reverse=True)))
+                    room[other] += size
+                    if fits:
                         team = other
-            if team < 0:
-                if look_ahead:  # pragma: no cover
-                    raise AssertionError("a packable group could not be packed")
-                return None
+                        break
+            if team < 0:  # pragma: no cover
+                raise AssertionError("a packable group could not be packed")
             room[team] -= size
-            teams[team].append(index)
+            team_of[index] = team
             total[team] += skills[index] * size
-        return teams, total
+        return team_of, total
 
 
 _UNKNOWN = object()
 
 
+_FLIP = bytes.maketrans(b"\0\1", b"\1\0")  # taken flags -> free flags
+
+
+def _as_doubles(values: list[float]) -> Sequence[float]:
+    """`values` in an array of doubles (side by side in memory, no object per value) when that
+    holds every one exactly (any float, an int up to 2**53); else the list itself."""
+    doubles = array("d", values)
+    return doubles if set(map(type, values)) <= {float} or doubles.tolist() == values else values
+
+
+class _Buckets(dict):
+    """Region -> _Bucket, made on first use; `adders[region]`: its two arrays' append methods."""
+
+    def __init__(self, pack) -> None:
+        super().__init__()
+        self.pack = pack
+        self.adders = _Adders(self)
+
+
+class _Adders(dict):
+    def __init__(self, buckets: _Buckets) -> None:
+        super().__init__()
+        self.buckets = buckets
+
+    def __missing__(self, region: str | None):
+        bucket = self.buckets[region] = _Bucket(self.buckets.pack(), array("l"))
+        adders = self[region] = (bucket.skills.append, bucket.indexes.append)
+        return adders
+
+
 class _Bucket:
-    """The tickets that accept one region, by skill; taken ones are skipped, then dropped in bulk."""
+    """The tickets that accept one region, by skill; taken ones are skipped, then dropped in bulk.
+    Arrays (compact in memory: a walk reads no scattered objects), or lists for exotic skills."""
 
     __slots__ = ("indexes", "skills")
 
-    def __init__(self, skills: list[float], indexes: list[int]) -> None:
+    def __init__(self, skills: Sequence[float], indexes: array) -> None:
         self.skills = skills
         self.indexes = indexes
 

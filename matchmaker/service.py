@@ -33,10 +33,7 @@ import trio
 from gameserver.actor import MatchNotice
 from gameserver.node import NodeError
 from gameserver.simulation import NO_SHOW_PREFIX
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from matchmaker.backfill import BackfillFill, BackfillRequest
+from matchmaker.backfill import BackfillFill, BackfillRequest, fill_backfills
 from matchmaker.book import MATCHED, NO_SHOW, QUEUED, Assignment, BookError, Entry, TicketBook
 from matchmaker.forming import FormedMatch, form_matches
 from matchmaker.placement import Placement
@@ -57,7 +54,7 @@ def new_ticket_id() -> str:
 
 @attrs.define
 class _Backfill:
-    request: "BackfillRequest"
+    request: BackfillRequest
     pending: dict[str, float] = attrs.field(factory=dict)  # reserved player -> hold deadline
 
 
@@ -179,8 +176,6 @@ class Matchmaker:
         started = time.perf_counter()
         requests = [b.request for b in self._backfills.values() if b.request.queue == queue]
         if requests:
-            from matchmaker.backfill import fill_backfills
-
             filled = fill_backfills(pool, requests, mode.config, now)
             taken = set()
             for fill in filled.fills:
@@ -280,8 +275,6 @@ class Matchmaker:
         open_seats = notice.max_players - len(notice.seated) - pending
         if open_seats <= 0:
             return
-        from matchmaker.backfill import BackfillRequest
-
         request = BackfillRequest(match_id=notice.match_id, queue=queue, open_seats=open_seats,
                                   created_at=backfill.request.created_at if backfill is not None else now,
                                   region=notice.labels.get(REGION_LABEL), skill=self._skill.get(notice.match_id))
@@ -291,7 +284,7 @@ class Matchmaker:
             backfill.request = request
         self._dirty[queue].set()
 
-    async def _place_backfill(self, mode: Mode, fill: "BackfillFill") -> None:
+    async def _place_backfill(self, mode: Mode, fill: BackfillFill) -> None:
         backfill = self._backfills.get(fill.match_id)
         try:
             if backfill is None:
@@ -324,7 +317,7 @@ class Matchmaker:
         finally:
             self._placing.difference_update(fill.ticket_ids)
 
-    async def _hold_backfill(self, mode: Mode, fill: "BackfillFill", backfill: _Backfill) -> None:
+    async def _hold_backfill(self, mode: Mode, fill: BackfillFill, backfill: _Backfill) -> None:
         """After the hold, players placed by backfill who never joined give their seats back, their
         tickets expire as no-shows, and the match asks again."""
         await trio.sleep(mode.backfill_hold_s)

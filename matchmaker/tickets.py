@@ -33,6 +33,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -318,3 +320,38 @@ class QueueConfig:
         if not (self.start_short and oldest_wait_s >= self.max_wait_s):
             return (top,)
         return tuple(size for size in range(top, self.players.min - 1, -1) if size % self.team_count == 0)
+
+
+def check_pool(pool: Sequence[Ticket], config: QueueConfig, now: float) -> None:
+    """Refuse a pool that a pass cannot take as it is (match forming and backfill check it first):
+    `now` not a finite number, an item that is not a Ticket, a ticket of another queue, the same
+    ticket id twice, or a player in two tickets."""
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise ValueError(f"now must be a finite number, got {now!r}")
+    if not set(map(type, pool)) <= {Ticket}:  # the common case, fast; then subclasses are fine too
+        for item in pool:
+            if not isinstance(item, Ticket):
+                raise TypeError(f"the pool holds Tickets, got {type(item).__name__}")
+    queue = config.queue
+    if not set(map(attrgetter("queue"), pool)) <= {queue}:
+        wrong = next(ticket for ticket in pool if ticket.queue != queue)
+        raise ValueError(f"ticket {wrong.ticket_id!r} is for queue {wrong.queue!r}, not {queue!r}")
+    _check_unique("ticket", list(map(attrgetter("ticket_id"), pool)), "appears twice")
+    _check_unique("player", list(chain.from_iterable(map(attrgetter("players"), pool))), "is in two tickets")
+
+
+def _check_unique(what: str, ids: list[str], problem: str) -> None:
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        duplicate = next(item for item in ids if item in seen or seen.add(item))  # type: ignore[func-returns-value]
+        raise ValueError(f"{what} {duplicate!r} {problem}")
+
+
+def fairness_order(pool: Sequence[Ticket]) -> list[int]:
+    """Positions in `pool` by (created_at, ticket_id): the longest-waiting ticket first."""
+    created = [ticket.created_at for ticket in pool]
+    if len(set(created)) == len(created):
+        return sorted(range(len(pool)), key=created.__getitem__)
+    order = sorted(range(len(pool)), key=[ticket.ticket_id for ticket in pool].__getitem__)
+    order.sort(key=created.__getitem__)  # stable: ties stay by ticket id
+    return order

@@ -5,6 +5,11 @@ skill ~ Normal(1500, 300) per ticket; 4 regions, each ticket near one home regio
 20-60 ms) and farther from the others (60-200 ms), accepting its home region and any other under
 100 ms; waits spread uniformly over 0..120 s. Only `form_matches` is timed, with
 time.perf_counter; building the pool is not.
+
+`python -m tools.bench_forming TICKETS SEED --backfill REQUESTS` times one `fill_backfills` pass
+over the same pool instead: REQUESTS running matches, each missing 1 to 4 players spread over
+its two teams (`team_open`), in a random region, with a mean skill ~ Normal(1500, 300), asking
+for up to 30 s.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import random
 import sys
 import time
 
+from matchmaker.backfill import BackfillRequest, fill_backfills
 from matchmaker.forming import form_matches
 from matchmaker.tickets import PlayerCount, QueueConfig, RegionRule, SkillWindow, TeamLayout, Ticket
 
@@ -73,10 +79,49 @@ def run(tickets: int, seed: int) -> dict:
     }
 
 
+def make_requests(requests: int, seed: int) -> list[BackfillRequest]:
+    rng = random.Random(seed + 1)
+    made = []
+    for number in range(requests):
+        team_open = [0, 0]
+        for _ in range(rng.randint(1, 4)):
+            team_open[rng.randrange(2)] += 1
+        made.append(BackfillRequest(
+            match_id=f"m{number}", queue="ranked", open_seats=sum(team_open), team_open=tuple(team_open),
+            created_at=NOW - rng.uniform(0, 30), region=rng.choice(REGIONS), skill=round(rng.gauss(1500, 300), 1)))
+    return made
+
+
+def run_backfill(tickets: int, requests: int, seed: int) -> dict:
+    pool = make_pool(tickets, seed)
+    asks = make_requests(requests, seed)
+    started = time.perf_counter()
+    result = fill_backfills(pool, asks, CONFIG, NOW)
+    elapsed = time.perf_counter() - started
+    fills = result.fills
+    return {
+        "tickets": tickets,
+        "requests": requests,
+        "backfill_pass_s": round(elapsed, 4),
+        "requests_filled": len(fills),
+        "requests_full": sum(len(fill.players) == ask.open_seats
+                             for fill, ask in zip(fills, sorted(asks, key=lambda a: (a.created_at, a.match_id)))
+                             if fill.match_id == ask.match_id),
+        "seats_asked": sum(ask.open_seats for ask in asks),
+        "players_placed": sum(len(fill.players) for fill in fills),
+        "tickets_used": sum(len(fill.ticket_ids) for fill in fills),
+    }
+
+
 def main(argv: list[str]) -> None:
+    backfill = None
+    if "--backfill" in argv:
+        at = argv.index("--backfill")
+        backfill = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2:]
     tickets = int(argv[0]) if argv else 100_000
     seed = int(argv[1]) if len(argv) > 1 else 1
-    print(json.dumps(run(tickets, seed)))
+    print(json.dumps(run(tickets, seed) if backfill is None else run_backfill(tickets, backfill, seed)))
 
 
 if __name__ == "__main__":

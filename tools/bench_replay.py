@@ -56,7 +56,7 @@ def run(ticks: int, snapshot_every: int, repeat: int, samples: int, seed: int) -
             started = time.perf_counter()
             store = open_match(path, check=False)
             try:
-                state = json.dumps({"tick": tick, "state": json.loads(restore(store, Arena(), until=tick).canonical())})
+                json.dumps({"tick": tick, "state": json.loads(restore(store, Arena(), until=tick).canonical())})
             finally:
                 store.close()
             times.append((time.perf_counter() - started) * 1000)

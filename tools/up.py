@@ -162,7 +162,7 @@ def _announce(config: ServerConfig, running: Running) -> None:
         f"  Data        {config.node.data_dir.resolve()}",
         f"  Games       {', '.join(sorted(config.games))}",
         f"  Queues      {', '.join(sorted(running.matchmaker.modes)) or 'none'}   (tickets: {running.http_url}/v1/tickets)",
-        f"  Players     " + ("guest tokens on (development mode): POST /v1/auth/guest" if config.guests
+        "  Players     " + ("guest tokens on (development mode): POST /v1/auth/guest" if config.guests
                              else "tokens signed with the auth secret; guest tokens off"),
         f"  Unfinished  {len(running.node.unfinished)} matches in the data directory"
         + (f", {len(running.node.broken)} unusable files (see the log)" if running.node.broken else ""),
