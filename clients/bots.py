@@ -333,8 +333,8 @@ class SharedHTTP(ArbiterHTTP):
 
 def shared_client(base_url: str, timeout: float = 10.0) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` for many bots: no limit on connections (each long-poll holds one).
-    Idle connections are dropped after 1 s, well before the server's keep-alive timeout (5 s by
-    default in hypercorn): a request sent on a connection the server is closing fails."""
+    Idle connections are dropped after 1 s, well before the server's keep-alive timeout (5 s in
+    matchmaker/http_server.py): a request sent on a connection the server is closing fails."""
     return httpx.AsyncClient(base_url=base_url, timeout=timeout,
                              limits=httpx.Limits(max_connections=None, max_keepalive_connections=None,
                                                  keepalive_expiry=1.0))

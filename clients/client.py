@@ -33,7 +33,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 JSON_SUBPROTOCOL = "arbiter.json.v1"
 MSGPACK_SUBPROTOCOL = "arbiter.msgpack.v1"
 # Close codes after which reconnecting cannot help (see docs/protocol.md).
-FINAL_CLOSE_CODES = {1000, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012}
+FINAL_CLOSE_CODES = {1000, 1002, 1007, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012}
 # Error codes that refuse an input for good (rate_limited and not_ready may be sent again).
 REFUSED_INPUT_CODES = {"invalid_input", "not_seated", "forbidden"}
 

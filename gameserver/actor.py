@@ -29,6 +29,7 @@ import math
 import random
 import sqlite3
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -36,7 +37,7 @@ import msgpack
 import trio
 
 from . import alarms as alarm_math
-from . import canonical, protocol
+from . import canonical, protocol, storage
 from .alarms import EMPTY, END, LOBBY, RETENTION, Alarm, grace_name, is_runtime
 from .config import NodeConfig
 from .connection import Connection
@@ -44,7 +45,10 @@ from .game import EMPTY_PAUSE, Game
 from .metrics import Metrics
 from .records import StepRecord, snapshot_of, step_record
 from .simulation import INPUT, JOIN, LEAVE, RELEASE, RESERVE, TIMER, Command, GameCrashed, Simulation, Step
-from .storage import CRASHED, CREATED, FAILED, FINISHED, RUNNING, MatchMeta, MatchStore
+from .storage import (CRASHED, CREATED, FAILED, FINISHED, LOBBY as LOBBY_STATUS, RUNNING, MatchMeta, MatchStore,
+                      is_storage_error)
+from .metronome import SLOT_S, Metronome
+from .metronome import current as current_metronome
 from .ticks import Schedule
 from .tokens import PLAYER
 
@@ -113,7 +117,8 @@ def describe_match(meta: MatchMeta, *, players: list[dict[str, Any]], connection
     if failed and reason is None:
         reason = "; ".join(f"alarm {a.name!r} failed after {a.retries} attempts: {a.last_error}" for a in failed)
     return {"match_id": meta.match_id, "game": meta.game, "game_version": meta.game_version,
-            "params": meta.params, "status": RUNNING if meta.status == CREATED else meta.status,
+            "params": meta.params, "status": RUNNING if meta.status == CREATED or (
+                meta.status == LOBBY_STATUS and meta.started_at is not None) else meta.status,  # see Actor.status
             "status_reason": reason, "tick": meta.tick, "tick_rate": meta.tick_rate, "players": players,
             "connections": connections, "live": live, "paused": paused, "created_at": meta.created_at,
             "started_at": meta.started_at, "ended_at": meta.ended_at, "result": meta.result,
@@ -131,13 +136,15 @@ class Actor:
                  offload: Callable[..., Any] = trio.to_thread.run_sync,
                  recorded_connections: set[int] | None = None,
                  en_route: Callable[[str], bool] | None = None,
-                 notify: Callable[[MatchNotice], None] | None = None):
+                 notify: Callable[[MatchNotice], None] | None = None,
+                 checkpoint: Callable[[Path], None] | None = None):
         self.match_id = meta.match_id
         self.game = game
         self.store = store
         self.sim = sim
         self.meta = meta
-        self.status = RUNNING if meta.status == CREATED else meta.status
+        # CREATED: a schema-1 file; LOBBY with a started simulation: a file whose start only set started_at
+        self.status = RUNNING if meta.status == CREATED or (meta.status == LOBBY_STATUS and sim.started) else meta.status
         self.status_reason = meta.status_reason
         self.config = config
         self.metrics = metrics
@@ -148,6 +155,8 @@ class Actor:
         self._offload = offload
         self._en_route = en_route or (lambda _match: False)
         self._notify = notify or (lambda _notice: None)
+        self._checkpoint = checkpoint or (lambda _path: None)  # the node checkpoints the WAL elsewhere
+        self._commits = 0  # since the last checkpoint request
         self._roster_done: list[trio.Event] = []  # roster changes in the step being made
         self._send, self._receive = trio.open_memory_channel[InboxItem](config.inbox_size)
         self.connections: dict[int, Connection] = {}
@@ -158,9 +167,11 @@ class Actor:
         self._connections_changed = True  # the file's `connections` table must be rewritten
         self.paused = False
         self.hibernated = False
+        self.failure_recorded = False  # a failure (status failed) is in the match file, not only in memory
         self.finished = trio.Event()  # the task is over: the match ended, or the actor stopped or hibernated
         self._wakeup = trio.Event()
         self._stop = trio.Event()
+        self._parked = None  # while waiting for a tick's deadline: the metronome's entry
         self._stop_code = protocol.CLOSE_GOING_AWAY
         self._stop_reason = "server shutting down"
         self._last_activity = trio.current_time()
@@ -214,6 +225,7 @@ class Actor:
         self._stop_code, self._stop_reason = code, reason
         self._stop.set()
         self._wakeup.set()
+        Metronome.wake(self._parked)
 
     def describe(self) -> dict[str, Any]:
         players = [{"player_id": p, "connected": p in self.by_player, "seated": True,
@@ -227,11 +239,13 @@ class Actor:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            self._on_activation()
-            task_status.started()
+            try:
+                self._on_activation()
+            finally:
+                task_status.started()  # also when the first write failed: the node then sees the match failed
             await self._loop()
         except (sqlite3.Error, OSError) as error:
-            self._fail(f"storage error: {error}")
+            self._fail(error)
         finally:
             if not self.hibernated:
                 self._close_all(self._stop_code, self._stop_reason)
@@ -263,15 +277,19 @@ class Actor:
 
     async def _loop(self) -> None:
         schedule: Schedule | None = None
+        metronome = current_metronome()
         while not self.over:
             ticking = self._ticking()
             if ticking and schedule is None:
-                schedule = Schedule.starting(trio.current_time(), self.game.tick_rate)
+                schedule = Schedule.starting(trio.current_time(), self.game.tick_rate, SLOT_S)
             elif not ticking:
                 schedule = None
             if schedule is not None:
-                with trio.move_on_at(schedule.deadline()):
-                    await self._stop.wait()
+                if not self._stop.is_set():
+                    try:
+                        await metronome.sleep_until(schedule.deadline(), self._park)
+                    finally:
+                        self._parked = None
             else:
                 idle_at = self._last_activity + self.config.hibernate_after_s
                 with trio.move_on_at(min(self._next_due_mono(), idle_at)):
@@ -297,6 +315,9 @@ class Actor:
                     self._hibernate()
                     return
                 self._last_activity = now  # not now (a message is on its way): look again later
+
+    def _park(self, entry) -> None:
+        self._parked = entry
 
     def _count_tick(self, duration: float, lateness: float, skipped: int) -> None:
         metrics = self.metrics
@@ -448,6 +469,10 @@ class Actor:
         else:
             self.store.commit_step(record, self.wall_clock())
         self.metrics.commit.observe(trio.current_time() - started)
+        self._commits += 1
+        if self._commits >= storage.CHECKPOINT_EVERY_COMMITS:
+            self._commits = 0
+            self._checkpoint(self.store.path)
 
     def _drain(self) -> list[Command]:
         """This step's commands, in arrival order; join requests go to `_arriving`."""
@@ -699,14 +724,24 @@ class Actor:
         self._stop_code, self._stop_reason = protocol.CLOSE_MATCH_CRASHED, "match crashed"
         self._tell("finished")
 
-    def _fail(self, reason: str) -> None:
-        self.log.error("match failed: %s", reason)
-        self.status, self.status_reason = FAILED, reason[:500]
+    def _fail(self, error: sqlite3.Error | OSError) -> None:
+        """A write or read of the match file failed: the match stops here. Nothing of the step that
+        failed was committed or sent (output gate), so every acknowledged input stays in the file.
+
+        A storage error (full disk, read-only, I/O) is recorded in the file if the storage still
+        lets us (`failure_recorded`); a damaged file is not written to at all."""
+        storage_error = is_storage_error(error)
+        what = "storage error" if storage_error else "match file damaged"
+        reason = f"{what}: {type(error).__name__}: {error}"[:500]
+        self.log.error("match failed at tick %d: %s", self.sim.tick, reason)
+        self.status, self.status_reason = FAILED, reason
         self.metrics.matches_finished.labels(FAILED).inc()
-        try:
-            self.store.set_status(FAILED, self.status_reason, self.wall_clock())
-        except (sqlite3.Error, OSError):
-            self.log.exception("could not record the failure in the match file")
-        self._stop_code, self._stop_reason = protocol.CLOSE_INTERNAL, "match failed: storage error"
+        if storage_error:
+            try:
+                self.store.set_status(FAILED, self.status_reason, self.wall_clock())
+                self.failure_recorded = True
+            except (sqlite3.Error, OSError) as again:
+                self.log.error("could not record the failure in the match file either: %s", again)
+        self._stop_code, self._stop_reason = protocol.CLOSE_INTERNAL, f"match failed: {what}"
         self._tell("finished")
 

@@ -18,6 +18,8 @@ from typing import Any
 import attrs
 import cattrs
 
+from . import canonical_fast
+
 
 def _strict_float(value: Any, _type: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -85,7 +87,26 @@ def encode(data: Any) -> bytes:
     return _ENCODER.encode(data).encode()
 
 
+_UNSEEN = object()
+_fast_encoders: dict[type, Any] = {}  # state class -> canonical_fast's generated function, or None
+
+
 def encode_state(state: Any) -> bytes:
+    """The canonical encoding: JSON of the unstructured state. Written directly by generated code
+    (canonical_fast) for the states it covers, with the same text; the reference way otherwise."""
+    cls = type(state)
+    fast = _fast_encoders.get(cls, _UNSEEN)
+    if fast is _UNSEEN:
+        fast = _fast_encoders[cls] = canonical_fast.compile_encoder(cls, converter)
+    if fast is not None:
+        try:
+            return fast(state).encode()
+        except (canonical_fast.Fallback, RecursionError):
+            pass
+    return encode_state_reference(state)
+
+
+def encode_state_reference(state: Any) -> bytes:
     return encode(converter.unstructure(state))
 
 
@@ -114,17 +135,36 @@ class InputCache:
 
     Players send the same few inputs again and again (a direction, a move); structuring one costs
     several microseconds. Only successes are kept, only flat objects of scalars are keyed, and
-    the cache is emptied when it holds `size` entries, so it stays small."""
+    the cache is emptied when it holds `size` entries, so it stays small.
 
-    def __init__(self, input_type: type, size: int = 4096):
+    `by_identity`: also keep each result by the identity of the object it came from, for callers
+    whose objects are shared and never changed: the input log read back by `commands_after`, where
+    one decoded object stands for every input with the same text. It holds a reference to each
+    object (so an identity is never reused while it is cached): for a re-simulation, not a live match."""
+
+    def __init__(self, input_type: type, size: int = 4096, by_identity: bool = False):
         self.input_type = input_type
         self.enabled = is_frozen(input_type)
         self.size = size
         self._cache: dict[tuple, Any] = {}
+        self._by_identity = by_identity
+        self._identities: dict[int, tuple[dict, Any]] = {}
 
     def structure(self, data: dict) -> Any:
         if not self.enabled:
             return converter.structure(data, self.input_type)
+        if self._by_identity:
+            hit = self._identities.get(id(data))
+            if hit is not None and hit[0] is data:
+                return hit[1]
+            found = self._structure(data)
+            if len(self._identities) >= self.size:
+                self._identities.clear()
+            self._identities[id(data)] = (data, found)
+            return found
+        return self._structure(data)
+
+    def _structure(self, data: dict) -> Any:
         try:
             key = tuple((name, type(value), value) for name, value in data.items())
             hash(key)

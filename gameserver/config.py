@@ -26,3 +26,12 @@ class NodeConfig:
     alarm_max_retries: int = 6  # a game alarm whose handler raised this many times more is recorded as failed
     retention_days: float = 0.0  # delete a finished match's file this long after it ended (0: keep)
     alarm_wake_ahead_s: float = 0.1  # a match out of memory is loaded this long before its alarm is due
+    # `arbiter up --workers N`: this node is worker `worker` of `workers` and owns the matches
+    # whose id hashes to it (gameserver/shards.py); 0 of 1 owns every match
+    workers: int = attrs.field(default=1, validator=attrs.validators.in_(range(1, 257)))
+    worker: int = attrs.field(default=0)
+
+    @worker.validator
+    def _check_worker(self, _attribute: attrs.Attribute, value: int) -> None:
+        if not 0 <= value < self.workers:
+            raise ValueError(f"worker {value} is not one of 0 to {self.workers - 1}")

@@ -1,8 +1,10 @@
 """A client connection as its match's actor sees it: who it is, and an outbox that never blocks.
 
-The actor only ever calls the non-blocking methods here; the connection's writer task (in
-endpoint.py) drains the outbox to the socket. State frames replace each other (a slow reader
-gets the newest state, not a backlog); other frames queue up to a bound, past which the
+The actor only ever calls the non-blocking methods here. With a socket attached (`ws`, by the
+endpoint) and nothing waiting before it, a frame goes to the kernel at once, in the actor's own
+step: no task switch per frame. What the kernel does not take waits; then frames queue here and
+the connection's writer task (in endpoint.py) drains them. State frames replace each other (a slow
+reader gets the newest state, not a backlog); other frames queue up to a bound, past which the
 connection is closed as a slow consumer.
 """
 
@@ -21,7 +23,7 @@ _ids = itertools.count(1)
 class Connection:
     __slots__ = ("id", "match_id", "player", "role", "fmt", "resume_tick", "attachment", "connected_at",
                  "queue", "pending_state",
-                 "close_request", "wakeup", "admitted", "admission_error", "max_frames", "on_slow")
+                 "close_request", "wakeup", "ws", "admitted", "admission_error", "max_frames", "on_slow")
 
     def __init__(self, *, match_id: str, player: str, role: str, fmt: str, resume_tick: int | None,
                  max_frames: int, attachment: object = None, connected_at: float = 0.0):
@@ -41,6 +43,7 @@ class Connection:
         self.admission_error: tuple[int, str] | None = None
         self.max_frames = max_frames
         self.on_slow = None  # set by the endpoint: counts a slow-consumer disconnect
+        self.ws = None  # set by the endpoint: the socket (wsserver.WebSocket) frames go to directly
 
     def row(self) -> tuple:
         """This connection as the match file records it (table `connections`)."""
@@ -53,6 +56,10 @@ class Connection:
     def send(self, frame: str | bytes) -> None:
         if self.close_request is not None:
             return
+        ws = self.ws
+        if ws is not None and not ws.out and not self.queue and self.pending_state is None:
+            ws.write(frame)  # nothing waits before it: straight to the kernel
+            return
         if len(self.queue) >= self.max_frames:
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer: too many frames waiting")
             return
@@ -61,6 +68,10 @@ class Connection:
 
     def offer_state(self, frame: str | bytes) -> None:
         if self.close_request is None:
+            ws = self.ws
+            if ws is not None and not ws.out and not self.queue and self.pending_state is None:
+                ws.write(frame)
+                return
             self.pending_state = frame
             self.wakeup.set()
 
@@ -69,6 +80,10 @@ class Connection:
             self.close_request = (code, reason)
             if code == CLOSE_SLOW_CONSUMER and self.on_slow is not None:
                 self.on_slow()
+        self.wakeup.set()
+
+    def poke(self) -> None:
+        """Wake the writer task (the socket has bytes the kernel did not take yet)."""
         self.wakeup.set()
 
     def admit(self) -> None:

@@ -2,7 +2,8 @@
 
 Each connection is a handler task with two halves: a reader that feeds frames through the
 connection's `Session` and submits what it accepts to the match's actor, and a writer that
-drains the connection's outbox to the socket. Pings are answered here, without the actor.
+drains what the socket could not take at once (see connection.py). Pings are answered here,
+without the actor. The WebSocket protocol itself is wsserver.py's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
-
-from . import protocol, tokens
+from . import protocol, tokens, wsserver
 from .actor import InputMessage, JoinRequest, LeaveRequest
 from .connection import Connection
 from .node import MatchNotFound, MatchOver, MatchUnavailable, Node, NodeClosing
 from .session import Authenticate, Close, LeaveMatch, Send, Session, Submit
+from .wsserver import ConnectionClosed, Request, WebSocket
 
 log = logging.getLogger("arbiter.endpoint")
 
@@ -54,9 +54,8 @@ class Endpoint:
         self._unadmitted: set[trio.CancelScope] = set()
 
     async def serve(self, host: str, port: int, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        await serve_websocket(self.handle, host, port, None, max_message_size=protocol.MAX_FRAME_BYTES,
-                              message_queue_size=4, connect_timeout=10, disconnect_timeout=5,
-                              task_status=task_status)
+        await wsserver.serve(self.handle, host, port, max_message=protocol.MAX_FRAME_BYTES,
+                             handshake_timeout=10, task_status=task_status)
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Close connections that are not in a match yet; wait (bounded) for every handler to end."""
@@ -65,7 +64,7 @@ class Endpoint:
         with trio.move_on_after(timeout):
             await self._idle.wait()
 
-    async def handle(self, request: WebSocketRequest) -> None:
+    async def handle(self, request: Request) -> None:
         match = PATH.fullmatch(urlsplit(request.path).path)
         if match is None:
             await request.reject(404, body=b"no such endpoint: connect to /v1/matches/{match_id}")
@@ -91,7 +90,7 @@ class Endpoint:
             if self.open == 0:
                 self._idle.set()
 
-    async def _serve(self, ws: WebSocketConnection, match_id: str, fmt: str) -> None:
+    async def _serve(self, ws: WebSocket, match_id: str, fmt: str) -> None:
         session = Session(fmt, trio.current_time(), self.config.limits)
         with trio.CancelScope() as scope:
             self._unadmitted.add(scope)
@@ -105,6 +104,8 @@ class Endpoint:
         if joined is None:
             return
         session.admitted(joined.role)
+        joined.ws = ws
+        ws.on_pending = joined.poke
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write, ws, joined)
             try:
@@ -113,13 +114,13 @@ class Endpoint:
                 self.node.disconnected(match_id, joined)
                 nursery.cancel_scope.cancel()
 
-    async def _join(self, ws: WebSocketConnection, session: Session, match_id: str, fmt: str) -> Connection | None:
+    async def _join(self, ws: WebSocket, session: Session, match_id: str, fmt: str) -> Connection | None:
         """Wait for auth (bounded), check the token, join the match. None: already closed."""
         with trio.move_on_after(self.config.limits.auth_timeout_s) as timer:
             auth = None
             while auth is None:
                 try:
-                    frame = await ws.get_message()
+                    frame = await ws.receive()
                 except ConnectionClosed:
                     return None
                 for action in session.receive(frame, trio.current_time()):
@@ -174,10 +175,10 @@ class Endpoint:
             return None
         return conn
 
-    async def _read(self, ws: WebSocketConnection, session: Session, conn: Connection) -> None:
+    async def _read(self, ws: WebSocket, session: Session, conn: Connection) -> None:
         while True:
             try:
-                frame = await ws.get_message()
+                frame = await ws.receive()
             except ConnectionClosed:
                 return
             for action in session.receive(frame, trio.current_time()):
@@ -203,18 +204,21 @@ class Endpoint:
             conn.close(protocol.CLOSE_MATCH_NOT_FOUND, str(error))
         return True  # answered by the close
 
-    async def _write(self, ws: WebSocketConnection, conn: Connection) -> None:
+    async def _write(self, ws: WebSocket, conn: Connection) -> None:
         timeout = self.config.send_timeout_s
         try:
             while True:
                 await conn.wakeup.wait()
                 for frame in conn.take():
-                    with trio.move_on_after(timeout) as timer:
-                        await ws.send_message(frame)
-                    if timer.cancelled_caught:
-                        conn.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: a frame waited too long")
-                        await close(ws, protocol.CLOSE_SLOW_CONSUMER, "slow consumer", timeout=1)
-                        return
+                    ws.write(frame)
+                with trio.move_on_after(timeout) as timer:
+                    await ws.flush()
+                if timer.cancelled_caught:
+                    conn.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: a frame waited too long")
+                    await close(ws, protocol.CLOSE_SLOW_CONSUMER, "slow consumer", timeout=1)
+                    return
+                if ws.closed is not None:
+                    return
                 if conn.close_request is not None and not conn.queue and conn.pending_state is None:
                     code, reason = conn.close_request
                     await close(ws, code, reason)
@@ -223,14 +227,14 @@ class Endpoint:
             return
 
 
-async def close(ws: WebSocketConnection, code: int, reason: str, timeout: float = 5.0) -> None:
+async def close(ws: WebSocket, code: int, reason: str, timeout: float = 5.0) -> None:
     """Close with a code and a reason; give up on the closing handshake after `timeout`."""
     with trio.move_on_after(timeout):
         await ws.aclose(code, close_reason(reason))
 
 
-async def _send_quietly(ws: WebSocketConnection, frame: str | bytes) -> None:
+async def _send_quietly(ws: WebSocket, frame: str | bytes) -> None:
     try:
-        await ws.send_message(frame)
+        await ws.send(frame)
     except ConnectionClosed:
         pass

@@ -10,16 +10,19 @@ that is damaged, not a match file, or from a newer schema is reported and skippe
 from __future__ import annotations
 
 import logging
+import os
+import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import trio
 
-from . import canonical, memory, storage
+from . import canonical, memory, shards, storage
 from .actor import Actor, InboxItem, MatchNotice, RosterChange, describe_match
 from .alarms import RETENTION, Alarm
 from .connection import Connection
@@ -35,6 +38,7 @@ from .simulation import GameCrashed, Simulation
 from .storage import FINISHED, MatchFileError, MatchMeta, MatchStore
 
 log = logging.getLogger("arbiter.node")
+STORAGE_RETRY_S = 5.0  # a match whose file the storage refused is tried again this long after
 
 
 class NodeError(Exception):
@@ -59,6 +63,20 @@ class MatchUnavailable(NodeError):
     """The match's file cannot be used (damaged, newer schema, diverged). It is left as it is."""
 
     code = "match_unavailable"
+
+
+class WrongWorker(MatchNotFound):
+    """The match belongs to another worker of this server (`arbiter up --workers N`): the client used
+    a WebSocket URL that is not its match's, or the number of workers changed since it got it."""
+
+    code = "wrong_worker"
+
+
+class StorageFailed(NodeError):
+    """The storage refused a write (a full disk, a read-only data directory, an I/O error): try
+    again later. Nothing was created or changed."""
+
+    code = "storage_unavailable"
 
 
 class NodeClosing(NodeError):
@@ -109,6 +127,7 @@ class Node:
         self.actors: dict[str, Actor] = {}
         self.unfinished: dict[str, MatchMeta] = {}
         self.broken: dict[str, BrokenFile] = {}
+        self.failed: dict[str, str] = {}  # match id -> why, for matches that failed since start (storage errors)
         self.hibernated: dict[str, list[Connection]] = {}  # match id -> its open connections, kept for it
         self._activating: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
@@ -119,14 +138,28 @@ class Node:
         self.listeners: list[Callable[[MatchNotice], None]] = []  # told when matches finish or lose players
         self._last_seen: dict[str, MatchSummary] = {}  # matches not in memory, as their actor left them
         self.closing = False
+        self._checkpointing: set[Path] = set()  # match files whose WAL is being checkpointed
+        self._checkpoint_limiter = trio.CapacityLimiter(1)
 
     @property
     def data_dir(self) -> Path:
         return self.config.data_dir
 
+    def owns(self, match_id: str) -> bool:
+        """Whether this node serves `match_id` (always, unless it is one worker of several)."""
+        return self.config.workers == 1 or shards.owner(match_id, self.config.workers) == self.config.worker
+
+    def _check_owned(self, match_id: str) -> None:
+        if not self.owns(match_id):
+            raise WrongWorker(f"match {match_id} is served by worker {shards.owner(match_id, self.config.workers)}, "
+                              f"not by this one ({self.config.worker} of {self.config.workers}): ask the HTTP API "
+                              f"for the match's ws_url")
+
     async def run(self, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         (self.data_dir / "matches").mkdir(parents=True, exist_ok=True)
-        found, broken = await self._offload(storage.scan, self.data_dir)
+        owns = None if self.config.workers == 1 else self.owns
+        await self._offload(remove_stale_staging, self.data_dir, owns)
+        found, broken = await self._offload(storage.scan, self.data_dir, owns)
         for meta in found:
             if meta.status not in FINISHED:
                 self.unfinished[meta.match_id] = meta
@@ -254,7 +287,13 @@ class Node:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
 
-        await self._offload(delete)
+        try:
+            await self._offload(delete)
+        except OSError as error:
+            log.error("cannot delete match %s after its retention (tried again in %s s): %s",
+                      match_id, STORAGE_RETRY_S, error)
+            self.scheduler.set(match_id, self.wall_clock() + STORAGE_RETRY_S, exact=True)
+            return
         self.unfinished.pop(match_id, None)
         log.info("match %s deleted: its retention is over", match_id)
 
@@ -277,6 +316,10 @@ class Node:
             match_id = match_id_from_name(name) if name is not None else new_match_id()
         except InvalidId as error:
             raise InvalidParams(str(error)) from None
+        if not self.owns(match_id):
+            if name is not None:
+                self._check_owned(match_id)
+            match_id = shards.new_match_id_for(self.config.worker, self.config.workers)
         path = storage.match_path(self.data_dir, match_id)
         if name is not None and path.exists():
             existing, _players = await self._read_file(path)
@@ -302,6 +345,9 @@ class Node:
             if name is None:
                 raise  # 128 random bits collided: not a case to handle quietly
             return await self.create_match(game_name, params, name, roster=roster, lobby_s=lobby_s, labels=labels)
+        except storage.StorageUnavailable as error:
+            log.error("cannot create a %s match: %s", game_name, error)
+            raise StorageFailed(f"cannot create a match now: {error}") from None
         self.unfinished[match_id] = meta
         self._last_seen[match_id] = MatchSummary(match_id, game_name, meta.status, 0, game.max_players, meta.labels,
                                                  meta.created_at)
@@ -316,9 +362,12 @@ class Node:
             check_match_id(match_id)
         except InvalidId as error:
             raise MatchNotFound(str(error)) from None
+        self._check_owned(match_id)
         while True:
             if self.closing:
                 raise NodeClosing("the node is shutting down")
+            if match_id in self.failed:
+                raise MatchUnavailable(f"match {match_id} failed: {self.failed[match_id]}")
             actor = self.actors.get(match_id)
             if actor is not None and not actor.finished.is_set():
                 return actor
@@ -362,11 +411,13 @@ class Node:
 
         try:
             store, meta, sim, alarms, recorded = await self._offload(load)
+        except (sqlite3.Error, OSError) as error:  # found while re-simulating: not named by storage yet
+            self._load_failed(match_id, path, storage.file_error(path, error))
         except (MatchFileError, GameCrashed) as error:
-            self._report_broken(path, str(error))
-            self.unfinished.pop(match_id, None)
-            raise MatchUnavailable(f"match {match_id} cannot be loaded: {error}") from None
+            self._load_failed(match_id, path, error)
         self.metrics.activation.observe(trio.current_time() - started)
+        self.broken.pop(str(path), None)  # an earlier failure (a storage error) is over
+        self.unfinished.setdefault(match_id, meta)
         if meta.game_version != self.games[meta.game].version:
             log.warning("match %s was created with %s %s; this node runs %s", match_id, meta.game,
                         meta.game_version, self.games[meta.game].version)
@@ -376,11 +427,25 @@ class Node:
         actor = Actor(game=self.games[meta.game], store=store, sim=sim, meta=meta, config=self.config,
                       metrics=self.metrics, wall_clock=self.wall_clock, alarms=alarms, adopted=adopted,
                       schedule_alarm=self.scheduler.set, on_hibernate=self._keep_connections, offload=self._offload,
-                      en_route=self.en_route, notify=self._notify,
+                      en_route=self.en_route, notify=self._notify, checkpoint=self._checkpoint_soon,
                       recorded_connections=recorded)
         assert self._nursery is not None, "Node.run must be running"
         await self._nursery.start(self._run_actor, actor)
+        if actor.over:  # its first write failed
+            raise MatchUnavailable(f"match {match_id} failed: {actor.status_reason}")
         return actor
+
+    def _load_failed(self, match_id: str, path: Path, error: Exception) -> NoReturn:
+        """Report a file that could not be activated, and refuse. A damaged or diverging file leaves the
+        list of unfinished matches; one the storage refused (full, read-only) stays, and the match is
+        tried again in STORAGE_RETRY_S (or at the next connection) so that its alarms still fire."""
+        self._report_broken(path, str(error))
+        if isinstance(error, storage.StorageUnavailable):
+            self.scheduler.set(match_id, self.wall_clock() + STORAGE_RETRY_S, exact=True)
+        else:
+            self.unfinished.pop(match_id, None)
+        # Clients are told why, not where: the path stays in the report.
+        raise MatchUnavailable(f"match {match_id} cannot be loaded: {str(error).removeprefix(f'{path}: ')}") from None
 
     async def _run_actor(self, actor: Actor, task_status: trio.TaskStatus[None]) -> None:
         self.actors[actor.match_id] = actor
@@ -397,6 +462,28 @@ class Node:
             self.metrics.live_matches.dec()
             if actor.status in FINISHED:
                 self.unfinished.pop(actor.match_id, None)
+            if actor.status == storage.FAILED:
+                # Refused from now on, even if the failure could not be written to the file (a full disk).
+                self.failed[actor.match_id] = actor.status_reason or "failed"
+                self._report_broken(storage.match_path(self.data_dir, actor.match_id),
+                                    f"match {actor.match_id} failed at tick {actor.sim.tick}: {actor.status_reason}"
+                                    + ("" if actor.failure_recorded else " (not recorded in the file)"))
+
+    def _checkpoint_soon(self, path: Path) -> None:
+        """Checkpoint a live match's WAL in a worker thread, one file at a time (storage.checkpoint)."""
+        if path in self._checkpointing or self._nursery is None:
+            return
+        self._checkpointing.add(path)
+        self._nursery.start_soon(self._checkpoint, path)
+
+    async def _checkpoint(self, path: Path) -> None:
+        try:
+            async with self._checkpoint_limiter:
+                await self._offload(storage.checkpoint, path)
+        except (sqlite3.Error, OSError) as error:  # the match goes on; its WAL grows until the next one
+            log.warning("checkpointing %s failed: %s", path.name, error)
+        finally:
+            self._checkpointing.discard(path)
 
     def _notify(self, notice: MatchNotice) -> None:
         for listener in self.listeners:
@@ -436,6 +523,7 @@ class Node:
             check_match_id(match_id)
         except InvalidId as error:
             raise MatchNotFound(str(error)) from None
+        self._check_owned(match_id)
         actor = self.actors.get(match_id)
         if actor is not None and not actor.finished.is_set():
             return actor.describe()
@@ -444,6 +532,8 @@ class Node:
             raise MatchNotFound(f"no match {match_id}")
 
         meta, players, alarms = await self._read_file(path, with_alarms=True)
+        if match_id in self.failed and meta.status != storage.FAILED:  # the file could not be told
+            meta = attrs.evolve(meta, status=storage.FAILED, status_reason=self.failed[match_id])
         held = {conn.player: conn for conn in self.hibernated.get(match_id, []) if conn.role == PLAYER}
         for player in players:
             conn = held.get(player["player_id"])
@@ -484,7 +574,8 @@ class Node:
         """Every alarm recorded as failed, in every match file of this node (live ones from memory)."""
         found = [(match_id, a) for match_id, actor in self.actors.items() for a in actor.alarms.values() if a.failed]
         live = set(self.actors)
-        found += await self._offload(storage.failed_alarms, self.data_dir, live)
+        found += await self._offload(storage.failed_alarms, self.data_dir, live,
+                                     None if self.config.workers == 1 else self.owns)
         return sorted(found, key=lambda pair: (pair[1].due, pair[0], pair[1].name))
 
     async def logged_inputs(self, match_id: str) -> dict[str, list[list[int]]]:
@@ -494,6 +585,7 @@ class Node:
             check_match_id(match_id)
         except InvalidId as error:
             raise MatchNotFound(str(error)) from None
+        self._check_owned(match_id)
         path = storage.match_path(self.data_dir, match_id)
         if not path.exists():
             raise MatchNotFound(f"no match {match_id}")
@@ -532,5 +624,36 @@ async def _run_inline(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
 
+def remove_stale_staging(data_dir: Path, owns: Callable[[str], bool] | None = None) -> None:
+    """Remove files left by match creations that a crash interrupted (`.<id>.sqlite3.<pid>.<n>.new`
+    and SQLite's side files: never linked to a match's name, so nobody's match) whose process is gone
+    (only those of the match ids `owns` accepts, if given)."""
+    for path in (data_dir / "matches").glob(f".*{storage.STAGING_SUFFIX}*"):
+        found = _STAGING.fullmatch(path.name)
+        if found is None or (owns is not None and not owns(found.group(1))):
+            continue
+        pid = int(found.group(2))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            path.unlink()
+            log.info("removed %s, left by an interrupted match creation", path.name)
+        except OSError as error:
+            log.warning("cannot remove %s: %s", path.name, error)
+
+
+_STAGING = re.compile(r"\.([0-9a-z]{26})\.sqlite3\.(\d+)\.\d+\.new(?:-wal|-shm|-journal)?")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 __all__ = ["Node", "NodeError", "UnknownGame", "InvalidParams", "MatchNotFound", "MatchUnavailable",
-           "MatchOver", "NameTaken", "NodeClosing", "BrokenFile"]
+           "MatchOver", "NameTaken", "NodeClosing", "WrongWorker", "StorageFailed", "BrokenFile"]

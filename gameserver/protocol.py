@@ -7,6 +7,7 @@ default; msgpack binary frames when the client asks for the `arbiter.msgpack.v1`
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import attrs
@@ -83,15 +84,69 @@ def _int(value: Any, name: str, low: int = 0, high: int = MAX_SEQ) -> int:
     return value
 
 
+class _NotJSON(ValueError):
+    pass
+
+
+def _not_json(name: str) -> Any:
+    raise _NotJSON(f"a frame is strict JSON: {name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # 1e999: not a number JSON can carry back
+        raise _NotJSON("a frame is strict JSON: a number is out of range")
+    return value
+
+
+# Python's json module reads NaN, Infinity and -Infinity, and turns 1e999 into inf: none of them is
+# JSON, and none can be stored or sent back (the canonical encoding refuses them). One decoder for
+# every frame: json.loads with options would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_float)
+
+
+_NOT_PLAIN = ("bad_frame", "a frame holds plain JSON data: text is valid Unicode, numbers are finite, "
+                           "no binary or extension types")
+
+
+def _check_plain(value: Any) -> None:
+    """Raise ValueError unless `value` is plain JSON data (what msgpack decodes may be bytes, an
+    extension type, a timestamp, NaN or an infinity, or have binary keys: such a value would be
+    accepted here and fail later, where the match stores it)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    if kind is float:
+        if value - value != 0.0:  # NaN or an infinity
+            raise ValueError("not finite")
+    elif kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueError("a key is not text")
+            _check_plain(item)
+    elif kind is list:
+        for item in value:
+            _check_plain(item)
+    else:
+        raise ValueError(f"{kind.__name__} is not JSON")
+
+
 def decode_client(frame: str | bytes, fmt: str) -> ClientMessage:
     """Decode one client frame. Raises `ProtocolError` for anything that is not a valid message."""
     if fmt == JSON:
         if not isinstance(frame, str):
             raise ProtocolError("bad_frame", "this connection speaks JSON text frames")
         try:
-            body = json.loads(frame)
+            body = _DECODER.decode(frame)
+        except _NotJSON as error:
+            raise ProtocolError("bad_frame", str(error)) from None
         except (ValueError, RecursionError):
             raise ProtocolError("bad_frame", "a frame is one JSON object") from None
+        if "\\u" in frame:  # an escape may be a lone surrogate, which no UTF-8 encoder takes
+            try:
+                encode(body)
+            except ValueError:
+                raise ProtocolError(*_NOT_PLAIN) from None
     else:
         if not isinstance(frame, bytes):
             raise ProtocolError("bad_frame", "this connection speaks msgpack binary frames")
@@ -107,7 +162,13 @@ def decode_client(frame: str | bytes, fmt: str) -> ClientMessage:
         seq = _int(body.get("seq"), "seq", 1)
         if "data" not in body:
             raise ProtocolError("bad_frame", "an input has data")
-        return Input(seq, body["data"])
+        data = body["data"]
+        if fmt != JSON:  # JSON text decodes to plain data already (see _DECODER and the escape check)
+            try:
+                _check_plain(data)
+            except (ValueError, RecursionError):
+                raise ProtocolError(*_NOT_PLAIN) from None
+        return Input(seq, data)
     if kind == "ping":
         _only(body, {"t", "id"})
         ping_id = body.get("id")

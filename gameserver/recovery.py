@@ -13,16 +13,17 @@ from collections.abc import Callable
 
 from . import canonical
 from .game import Game, fingerprint
-from .simulation import Simulation
+from .simulation import Simulation, Step
 from pathlib import Path
 from typing import Any
 
 from .records import Snapshot, snapshot_of
-from .alarms import LOBBY, Alarm, earliest
+from .alarms import END, LOBBY, Alarm, earliest
 from .storage import LOBBY as LOBBY_STATUS, RUNNING, CorruptFile, MatchFileError, MatchMeta, MatchStore
 
 
 DEFAULT_ROSTER_LOBBY_S = 60.0
+_NOT_STORED = (None, 0.0, True)  # a step without a stored checksum (the file's first tick has no time)
 
 
 class Diverged(MatchFileError):
@@ -53,6 +54,10 @@ def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, see
     if lobby is None and roster is not None:
         lobby = DEFAULT_ROSTER_LOBBY_S
     alarms = [] if sim.started else [Alarm(LOBBY, now + max(float(lobby), 0.0))]
+    if sim.started:  # no lobby: the match runs from now, so its length runs from now too
+        duration = game.duration(params)
+        if duration is not None:
+            alarms.append(Alarm(END, now + duration))
     alarms += [Alarm(name, due) for name, due in sim.timers.items()]  # set by init
     meta = MatchMeta(match_id=match_id, game=game.name, game_version=game.version,
                      params=canonical.converter.unstructure(params), seed=seed, tick_rate=game.tick_rate,
@@ -91,29 +96,43 @@ def restore(store: MatchStore, game: Game, until: int | None = None) -> Simulati
 
 
 def resimulate(store: MatchStore, sim: Simulation, meta: MatchMeta, last: int,
-               progress: Callable[[int], None] | None = None) -> Simulation:
+               progress: Callable[[int], None] | None = None,
+               on_step: Callable[[Step], None] | None = None) -> Simulation:
     """Step `sim` through the logged commands up to tick `last`, checking every stored checksum.
-    `progress` (the replay tool's) is called with the tick every 1024 ticks."""
+    `progress` (the replay tool's) is called with the tick every 1024 ticks; `on_step` (a replay
+    stream's) after every checked step, with `sim` at that step."""
+    with sim.reading_log():
+        return _resimulate(store, sim, meta, last, progress, on_step)
+
+
+def _resimulate(store: MatchStore, sim: Simulation, meta: MatchMeta, last: int,
+                progress: Callable[[int], None] | None, on_step: Callable[[Step], None] | None) -> Simulation:
     steps = store.steps_after(sim.tick, last)
     commands = store.commands_after(sim.tick, last)
     pending = next(commands, None)
+    snapshot_every, step_of, stored_step, checksum = meta.snapshot_every, sim.step, steps.get, canonical.checksum
+    previous = sim.canonical()  # the state a divergence started from: the last one that matched
     while sim.tick < last:
-        previous = sim.canonical()  # cached by the last check: the state a divergence started from
+        tick = sim.tick + 1
         batch = []
-        if pending is not None and pending[0] == sim.tick + 1:
+        if pending is not None and pending[0] == tick:
             batch = pending[1]
             pending = next(commands, None)
-        stored, at, ticked = steps.get(sim.tick + 1, (None, 0.0, True))
-        step = sim.step(batch, now=at, ticked=ticked)
-        if step.tick % meta.snapshot_every == 0 or step.status is not None:
+        stored, at, ticked = stored_step(tick, _NOT_STORED)
+        step = step_of(batch, now=at, ticked=ticked)
+        if tick % snapshot_every == 0 or step.status is not None:
             sim.normalize()  # as the live match did when it took a snapshot here
         if step.rejected:
             rejection = step.rejected[0]
-            raise Diverged(store.path, step.tick, stored or 0, sim.checksum(), sim=sim,
+            raise Diverged(store.path, tick, stored or 0, sim.checksum(), sim=sim,
                            previous=previous) from ValueError(
                 f"a logged command was rejected on replay: {rejection.code} {rejection.message}")
-        if stored is not None and stored != sim.checksum():
-            raise Diverged(store.path, step.tick, stored, sim.checksum(), sim=sim, previous=previous)
-        if progress is not None and not step.tick & 1023:
-            progress(step.tick)
+        current = sim.canonical()
+        if stored is not None and stored != checksum(current):
+            raise Diverged(store.path, tick, stored, checksum(current), sim=sim, previous=previous)
+        previous = current
+        if on_step is not None:
+            on_step(step)
+        if progress is not None and not tick & 1023:
+            progress(tick)
     return sim

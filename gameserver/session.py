@@ -4,8 +4,8 @@
                                     --refused---> closed
 
 Every frame goes through `receive`; the shell carries out the returned actions. Each limit has a
-stated answer: a frame that is not a valid message, or an input past the rate limit, earns an
-error frame; when errors keep coming faster than `error_rate` (after a burst of `error_burst`),
+stated answer: a frame that is not a valid message, or an input or a ping past its rate limit,
+earns an error frame; when errors keep coming faster than `error_rate` (after a burst of `error_burst`),
 the connection is closed with 1008.
 """
 
@@ -61,6 +61,8 @@ class Limits:
     input_burst: float = 120.0
     error_rate: float = 2.0  # error frames a second, sustained, before the connection is closed
     error_burst: float = 20.0
+    ping_rate: float = 10.0  # pings answered a second, sustained; past it: rate_limited (an error)
+    ping_burst: float = 20.0
     auth_timeout_s: float = 10.0
 
 
@@ -71,6 +73,7 @@ class Session:
         self.role: str | None = None
         self._inputs = TokenBucket(limits.input_rate, limits.input_burst, now)
         self._errors = TokenBucket(limits.error_rate, limits.error_burst, now)
+        self._pings = TokenBucket(limits.ping_rate, limits.ping_burst, now)
 
     def receive(self, frame: str | bytes, now: float) -> list[Action]:
         if self.state == CLOSED:
@@ -80,6 +83,8 @@ class Session:
         except ProtocolError as error:
             return self._error(error.code, error.message, now)
         if isinstance(message, Ping):
+            if not self._pings.take(now):  # a pong costs the server as much as an input: bounded too
+                return self._error("rate_limited", "too many pings; this one was not answered", now)
             return [Send({"t": "pong", "id": message.id})]
         if self.state == AWAITING_AUTH:
             if not isinstance(message, Auth):

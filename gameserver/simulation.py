@@ -67,6 +67,25 @@ class Step:
     ticked: bool = True
 
 
+def constructor(cls: type) -> Any:
+    """A function building an instance of a frozen, slotted attrs class from all its fields, in order,
+    by setting its slots directly: the same object `cls(...)` builds, without the frozen class's
+    per-field setter calls (a re-simulation builds a few of these every tick). `cls` itself for a
+    class with a validator, a converter or a post-init, whose __init__ does more."""
+    fields = attrs.fields(cls)
+    if (not all(f.name.isidentifier() and f.init and f.validator is None and f.converter is None for f in fields)
+            or hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__")
+            or "__slots__" not in cls.__dict__):
+        return cls
+    names = [f.name for f in fields]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    namespace.update({f"_set_{n}": cls.__dict__[n].__set__ for n in names})
+    lines = [f"def make({', '.join(names)}):", "    o = _new(_cls)", *(f"    _set_{n}(o, {n})" for n in names),
+             "    return o"]
+    exec("\n".join(lines), namespace)
+    return namespace["make"]
+
+
 class GameCrashed(Exception):
     """Game code raised. Carries the commands applied before the crash, to be logged."""
 
@@ -131,6 +150,11 @@ class Simulation:
         return Context(tick=tick, match_id=self.match_id, seed=self.seed, params=self.params,
                        kv=KeyValue(self.kv), now=now, timers=self.timers)
 
+    def reading_log(self) -> _LogInputs:
+        """For a re-simulation from the stored log: structured inputs are also cached by the identity
+        of their (shared, unchanging) decoded objects while the block runs (see `canonical.InputCache`)."""
+        return _LogInputs(self)
+
     def canonical(self) -> bytes:
         """The canonical encoding of the current state (cached per tick)."""
         if self._canonical is None or self._canonical[0] != self.tick:
@@ -187,7 +211,7 @@ class Simulation:
                     if isinstance(data, Rejection):
                         rejected.append(data)
                         continue
-                    inputs.append(PlayerInput(player, command.seq, data))
+                    inputs.append(_make_input(player, command.seq, data))
                     self.last_seq[player] = command.seq
                 elif kind == JOIN:
                     if player in self.seated:
@@ -244,8 +268,9 @@ class Simulation:
         self.state = state
         self.tick = tick
         status, result = outcome if outcome is not None else (None, None)
-        return Step(tick, applied, rejected, ctx.events, ctx.kv.writes, result, status=status, started=started,
-                    timer_writes=ctx.timer_writes, at=now, ticked=ticked)
+        return _make_step(tick=tick, applied=applied, rejected=rejected, events=ctx.events, kv_writes=ctx.kv.writes,
+                          result=result, status=status, started=started, timer_writes=ctx.timer_writes, at=now,
+                          ticked=ticked)
 
     def _start(self, state: Any, ctx: Context) -> Any:
         state = _replaced(state, self.game.start(state, ctx))
@@ -301,6 +326,24 @@ class Simulation:
             return self._inputs.structure(command.data)
         except Exception as error:  # any structuring failure is the sender's fault
             return Rejection(command, "invalid_input", canonical.describe_error(error))
+
+
+class _LogInputs:
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+        self.kept: canonical.InputCache | None = None
+
+    def __enter__(self) -> None:
+        self.kept = self.sim._inputs
+        self.sim._inputs = canonical.InputCache(self.sim.game.input_type, by_identity=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.sim._inputs = self.kept  # the identities held are let go
+
+
+make_command = constructor(Command)
+_make_input = constructor(PlayerInput)
+_make_step = constructor(Step)
 
 
 def _check_result(result: Any) -> Result:

@@ -9,6 +9,8 @@ The game's tick counter counts simulated ticks, so game code never sees a jump.
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 
@@ -20,9 +22,14 @@ class Schedule:
     max_behind: int = 2
 
     @classmethod
-    def starting(cls, now: float, rate: int) -> "Schedule":
+    def starting(cls, now: float, rate: int, slot: float = 0.0) -> "Schedule":
+        """The first deadline one period after `now`, rounded up to a multiple of `slot` (if not
+        0): the deadlines of many matches then fall together, on few distinct instants."""
         period = 1.0 / rate
-        return cls(origin=now + period, period=period)
+        origin = now + period
+        if slot > 0:
+            origin = math.ceil(origin / slot) * slot
+        return cls(origin=origin, period=period)
 
     def deadline(self) -> float:
         return self.origin + self.index * self.period

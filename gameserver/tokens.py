@@ -42,6 +42,8 @@ def sign(secret: bytes, grant: Grant, now: float) -> str:
 
 def verify(secret: bytes, token: str, now: float) -> Grant:
     """The grant a token carries, or `TokenError` if it is malformed, forged or expired."""
+    if not token.isascii():  # a JWT is base64url and dots; PyJWT would raise UnicodeEncodeError on some
+        raise TokenError("invalid token: not ASCII")
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER,
                             options={"verify_exp": False, "verify_iat": False,

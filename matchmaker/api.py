@@ -1,8 +1,9 @@
 """The HTTP API: create a match, read its status, get a join token, health and metrics.
 
-FastAPI (Starlette + pydantic) served by hypercorn's trio worker: the framework generates the
-OpenAPI document from the pydantic models below, which exist only at this HTTP edge; the core
-speaks attrs. Every error is `application/problem+json` (RFC 9457) with a stable `code`.
+FastAPI (Starlette + pydantic) served by matchmaker/http_server.py (trio, h11); the ticket routes
+have a fast path in front (matchmaker/ticket_fast_path.py). The framework generates the OpenAPI
+document from the pydantic models below, which exist only at this HTTP edge; the core speaks attrs.
+Every error is `application/problem+json` (RFC 9457) with a stable `code`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import hmac
 from collections.abc import Callable
 from typing import Any, Literal
 
+import attrs
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match, Mount
@@ -23,15 +25,19 @@ from starlette.types import Scope
 
 from gameserver import tokens
 from matchmaker.auth import PlayerAuth
+from matchmaker.hosts import LocalHost, MatchHost, WorkerUnavailable
 from matchmaker.service import Matchmaker
 from matchmaker.ticket_api import matchmaking_routes
+from matchmaker.ticket_fast_path import TicketFastPath
+from matchmaker.replay_api import replay_routes
+from gameserver.replay_server import ReplayStreams
 from matchmaker.http_common import MAX_BODY_BYTES, BodyLimit, PLAYER_ID_PATTERN, PROBLEM, ApiError, Problem, Strict, problem
 from gameserver.node import (InvalidParams, MatchNotFound, MatchUnavailable, NameTaken, Node, NodeClosing, NodeError,
-                             UnknownGame)
+                             StorageFailed, UnknownGame, WrongWorker)
 
 _STATUS_OF: dict[type[NodeError], int] = {
     UnknownGame: 422, InvalidParams: 422, NameTaken: 409, MatchNotFound: 404, MatchUnavailable: 409,
-    NodeClosing: 503,
+    NodeClosing: 503, WrongWorker: 404, WorkerUnavailable: 503, StorageFailed: 503,
 }
 
 
@@ -129,6 +135,20 @@ class Health(BaseModel):
     unfinished_matches: int
     unusable_files: int
     connections: int
+    workers: int = Field(description="server processes that run matches (arbiter up --workers)")
+    workers_up: int = Field(description="of them, those running now (the others' matches are unreachable "
+                                        "until they are restarted)")
+
+
+class Worker(BaseModel):
+    worker: int
+    pid: int | None = Field(description="its process id; null while it is not running")
+    state: Literal["up", "starting", "down"] = Field(description="starting: being (re)started after it exited")
+    ws_url: str = Field(description="the WebSocket base URL of its matches")
+    restarts: int = Field(description="times it was started again after it exited")
+    live_matches: int | None
+    unfinished_matches: int | None
+    connections: int | None
 
 
 class UnusableFile(BaseModel):
@@ -151,12 +171,19 @@ class Pages(Mount):
         return super().matches(scope)
 
 
-def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connections: Callable[[], int],
-               admin_token: str | None = None, wall_clock: Callable[[], float] | None = None,
-               matchmaker: Matchmaker | None = None, auth: PlayerAuth | None = None) -> FastAPI:
-    """The ASGI app for one node. `ws_base()` is the WebSocket base URL clients are given.
-    Without `admin_token` the admin endpoints are open (development)."""
-    clock = wall_clock or node.wall_clock
+def create_app(node: Node | MatchHost, *, secret: bytes, ws_base: Callable[[], str] | None = None,
+               connections: Callable[[], int] | None = None, admin_token: str | None = None,
+               wall_clock: Callable[[], float] | None = None, matchmaker: Matchmaker | None = None,
+               auth: PlayerAuth | None = None) -> FastAPI:
+    """The ASGI app for one node (`ws_base()` is the WebSocket base URL clients are given,
+    `connections()` counts them) or for the workers of a MatchHost. Without `admin_token` the
+    admin endpoints are open (development)."""
+    if isinstance(node, Node):
+        assert ws_base is not None and connections is not None, "a node's app needs ws_base and connections"
+        host: MatchHost = LocalHost(node, ws_base, connections)
+    else:
+        host = node
+    clock = wall_clock or host.wall_clock
     errors = {"default": {"model": Problem, "content": {PROBLEM: {}}}}
     app = FastAPI(title="Arbiter", version="0.1.0",
                   description="Match server HTTP API. Errors are application/problem+json (RFC 9457).",
@@ -179,8 +206,7 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    def ws_url(match_id: str) -> str:
-        return f"{ws_base()}/v1/matches/{match_id}"
+    ws_url = host.ws_url
 
     def is_admin(request: Request) -> bool:
         if admin_token is None:
@@ -218,41 +244,42 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
 
     @app.get("/healthz", response_model=Health, tags=["node"])
     async def health() -> Health:
-        return Health(status="ok", live_matches=len(node.actors), hibernated_matches=len(node.hibernated),
-                      unfinished_matches=len(node.unfinished), unusable_files=len(node.broken),
-                      connections=connections())
+        return Health(status="ok", **await host.health())
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["node"],
              responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(await host.metrics(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/games", response_model=list[GameInfo], tags=["matches"])
     async def games() -> list[GameInfo]:
         return [GameInfo(name=g.name, version=g.version, tick_rate=g.tick_rate, min_players=g.min_players,
-                         max_players=g.max_players) for g in node.games.values()]
+                         max_players=g.max_players) for g in host.games.values()]
 
     @app.post("/v1/matches", response_model=MatchCreated, status_code=201, tags=["matches"],
               dependencies=[Depends(admin)],
               responses={401: errors["default"], 404: errors["default"], 409: errors["default"]})
     async def create_match(body: CreateMatch) -> MatchCreated:
-        meta = await node.create_match(body.game, body.params, body.name)
-        return MatchCreated(match_id=meta.match_id, game=meta.game, status=meta.status, ws_url=ws_url(meta.match_id))
+        created = await host.create_match(body.game, body.params, body.name)
+        return MatchCreated(match_id=created.match_id, game=created.game, status=created.status,
+                            ws_url=ws_url(created.match_id))
 
     @app.get("/v1/matches/{match_id}", response_model=MatchStatus, tags=["matches"],
              responses={404: errors["default"], 409: errors["default"]})
     async def match_status(match_id: str) -> MatchStatus:
-        return MatchStatus(**await node.describe(match_id), ws_url=ws_url(match_id))
+        return MatchStatus(**await host.describe(match_id), ws_url=ws_url(match_id))
 
     @app.post("/v1/matches/{match_id}/tokens", response_model=JoinToken, status_code=201, tags=["matches"],
               dependencies=[Depends(admin)],
               responses={401: errors["default"], 404: errors["default"], 409: errors["default"]})
     async def join_token(match_id: str, body: TokenRequest) -> JoinToken:
-        described = await node.describe(match_id)  # 404 for an unknown match
-        if described["status"] in ("ended", "cancelled", "crashed", "failed"):
-            raise ApiError(409, "match_over", f"match {match_id} is {described['status']}")
+        """A token to join the match as a player or a spectator, or (a spectator's) to watch its replay."""
+        described = await host.describe(match_id)  # 404 for an unknown match
+        if described["status"] in ("ended", "cancelled", "crashed", "failed") and body.role == "player":
+            raise ApiError(409, "match_over", f"match {match_id} is {described['status']}: a spectator token "
+                                              "can still watch its replay")
         now = clock()
-        ttl = body.ttl_s if body.ttl_s is not None else node.config.token_ttl_s
+        ttl = body.ttl_s if body.ttl_s is not None else host.token_ttl_s
         grant = tokens.Grant(match_id, body.player_id, body.role, now + ttl)
         return JoinToken(token=tokens.sign(secret, grant, now), match_id=match_id, player_id=body.player_id,
                          role=body.role, expires_at=grant.expires_at, ws_url=ws_url(match_id))
@@ -263,22 +290,31 @@ def create_app(node: Node, *, secret: bytes, ws_base: Callable[[], str], connect
     async def logged_inputs(match_id: str) -> LoggedInputs:
         """The input seqs committed to the match's log, per player, as [first, last] ranges: what a
         soak test checks its acknowledged inputs against."""
-        return LoggedInputs(match_id=match_id, players=await node.logged_inputs(match_id))
+        return LoggedInputs(match_id=match_id, players=await host.logged_inputs(match_id))
 
     @app.get("/v1/alarms/failed", response_model=list[FailedAlarm], tags=["node"], dependencies=[Depends(admin)],
              responses={401: errors["default"]})
     async def failed_alarms() -> list[FailedAlarm]:
         """Alarms whose handler kept raising until its retries ran out, in every match of this node."""
         return [FailedAlarm(match_id=match_id, name=a.name, due_at=a.due, retries=a.retries, failed=a.failed,
-                            last_error=a.last_error) for match_id, a in await node.failed_alarms()]
+                            last_error=a.last_error) for match_id, a in await host.failed_alarms()]
 
     @app.get("/v1/node/unusable", response_model=list[UnusableFile], tags=["node"], dependencies=[Depends(admin)],
              responses={401: errors["default"]})
     async def unusable() -> list[UnusableFile]:
-        return [UnusableFile(path=b.path, reason=b.reason) for b in node.broken.values()]
+        return [UnusableFile(path=b.path, reason=b.reason) for b in await host.unusable()]
 
+    @app.get("/v1/node/workers", response_model=list[Worker], tags=["node"], dependencies=[Depends(admin)],
+             responses={401: errors["default"]})
+    async def workers() -> list[Worker]:
+        """The server processes that run matches (one unless arbiter up --workers N), with their load."""
+        return [Worker(**attrs.asdict(w)) for w in await host.worker_info()]
+
+    app.include_router(replay_routes(ReplayStreams(host.data_dir, host.games, secret, admin_token=admin_token,
+                                                   wall_clock=clock, closing=lambda: host.closing)))
     if matchmaker is not None:
         assert auth is not None, "the matchmaking routes need player auth"
-        app.include_router(matchmaking_routes(matchmaker, auth, matchmaker.placement, node, clock, is_admin))
+        app.include_router(matchmaking_routes(matchmaker, auth, matchmaker.placement, host, clock, is_admin))
+        app.add_middleware(TicketFastPath, matchmaker=matchmaker, auth=auth, clock=clock)  # outside BodyLimit
     app.router.routes.append(Pages(list(app.router.routes)))  # last: API routes win
     return app

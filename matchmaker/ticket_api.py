@@ -15,9 +15,10 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from gameserver.ids import match_id_from_name
-from gameserver.node import Node, NodeError
+from gameserver.node import NodeError
 from matchmaker.auth import AuthError, PlayerAuth
 from matchmaker.book import BookError, Entry
+from matchmaker.hosts import MatchHost, WorkerUnavailable
 from matchmaker.http_common import ApiError, Problem, Strict
 from matchmaker.placement import Placement
 from matchmaker.service import QUEUE_LABEL, Matchmaker
@@ -118,7 +119,7 @@ class MatchListing(BaseModel):
     ws_url: str
 
 
-def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Placement, node: Node,
+def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Placement, host: MatchHost,
                        clock: Callable[[], float], is_admin: Callable[[Request], bool]) -> APIRouter:
     router = APIRouter()
     problems: dict[int | str, dict[str, Any]] = {
@@ -136,25 +137,11 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
         except AuthError as error:
             raise ApiError(401, "unauthorized", str(error)) from None
 
-    def view(entry: Entry, caller: str) -> TicketView:
-        ticket, assignment = entry.ticket, None
-        if entry.assignment is not None:
-            a = entry.assignment
-            assignment = TicketAssignment(match_id=a.match_id, ws_url=a.ws_url, token=a.tokens[caller], region=a.region,
-                                          teams=[list(team) for team in a.teams], backfill=a.backfill)
-        return TicketView(ticket_id=ticket.ticket_id, queue=ticket.queue, players=list(ticket.players),
-                          status=entry.status, reason=entry.reason, created_at=ticket.created_at,
-                          wait_s=ticket.wait_s(clock()), version=entry.version, requeued=entry.requeued,
-                          assignment=assignment)
+    def view(entry: Entry, caller: str) -> dict[str, Any]:
+        return ticket_view(entry, caller, clock())
 
     def own(ticket_id: str, caller: str) -> Entry:
-        try:
-            entry = matchmaker.ticket(ticket_id)
-        except BookError as error:
-            raise ApiError(error.status, error.code, str(error)) from None
-        if caller not in entry.ticket.players:  # the same answer as an unknown ticket: ids are not probed
-            raise ApiError(404, "ticket_not_found", f"no ticket {ticket_id}")
-        return entry
+        return own_ticket(matchmaker, ticket_id, caller)
 
     @router.post("/v1/auth/guest", response_model=GuestToken, status_code=201, tags=["auth"],
                  responses={403: problems[403]})
@@ -171,15 +158,9 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
 
     @router.post("/v1/tickets", response_model=TicketView, status_code=201, tags=["matchmaking"],
                  responses={k: problems[k] for k in (401, 403, 404, 409, 429)})
-    async def create_ticket(body: NewTicket, caller: str = Depends(player)) -> TicketView:
-        try:
-            entry = matchmaker.create_ticket(caller, body.queue, body.party, numbers=body.numbers,
-                                             strings=body.strings, string_sets=body.string_sets,
-                                             latencies=body.latencies)
-        except BookError as error:
-            raise ApiError(error.status, error.code, str(error)) from None
-        except (ValueError, TypeError) as error:
-            raise ApiError(422, "invalid_ticket", str(error)) from None
+    async def create_ticket(body: NewTicket, caller: str = Depends(player)) -> dict[str, Any]:
+        entry = create_ticket_for(matchmaker, caller, body.queue, body.party, body.numbers, body.strings,
+                                  body.string_sets, body.latencies)
         return view(entry, caller)
 
     @router.get("/v1/tickets/{ticket_id}", response_model=TicketView, tags=["matchmaking"],
@@ -191,7 +172,7 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
                          version: int | None = Query(None, ge=0, description="with wait_s: wait for a version "
                                                                              "other than this one (default: wait "
                                                                              "until it is no longer queued)"),
-                         caller: str = Depends(player)) -> TicketView:
+                         caller: str = Depends(player)) -> dict[str, Any]:
         own(ticket_id, caller)
         if wait_s > 0:
             try:
@@ -204,13 +185,8 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
 
     @router.delete("/v1/tickets/{ticket_id}", response_model=TicketView, tags=["matchmaking"],
                    responses={k: problems[k] for k in (401, 403, 404, 409)})
-    async def cancel_ticket(ticket_id: str = Path(pattern=TICKET_ID), caller: str = Depends(player)) -> TicketView:
-        own(ticket_id, caller)
-        try:
-            entry = matchmaker.cancel_ticket(ticket_id, caller)
-        except BookError as error:
-            raise ApiError(error.status, error.code, str(error)) from None
-        return view(entry, caller)
+    async def cancel_ticket(ticket_id: str = Path(pattern=TICKET_ID), caller: str = Depends(player)) -> dict[str, Any]:
+        return view(cancel_ticket_of(matchmaker, ticket_id, caller), caller)
 
     @router.post("/v1/custom", response_model=CustomMatch, status_code=201, tags=["custom matches"],
                  responses={k: problems[k] for k in (401, 404, 409)})
@@ -230,7 +206,9 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
         """A join token for the custom match with this code."""
         match_id = match_id_from_name(_code_name(body.code))
         try:
-            described = await node.describe(match_id)
+            described = await host.describe(match_id)
+        except WorkerUnavailable:
+            raise  # 503: the code may well be right
         except NodeError:
             raise ApiError(404, "unknown_code", "no match has this code") from None
         if described["status"] not in ("lobby", "running"):
@@ -256,7 +234,7 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
             wanted.append((key, value))
         admin = is_admin(request)
         found = []
-        for summary in sorted(await node.listing(), key=lambda s: (-s.created_at, s.match_id)):
+        for summary in sorted(await host.listing(), key=lambda s: (-s.created_at, s.match_id)):
             labels = summary.labels
             if labels.get(PRIVATE_LABEL) == "true" and not admin:
                 continue
@@ -275,6 +253,53 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
         return found
 
     return router
+
+
+# -- what the routes and the fast path (matchmaker/ticket_fast_path.py) share ------------------------
+
+
+def ticket_view(entry: Entry, caller: str, now: float) -> dict[str, Any]:
+    """A ticket as `caller`, one of its players, sees it: TicketView's fields, in its order."""
+    ticket, a = entry.ticket, entry.assignment
+    assignment = None if a is None else {
+        "match_id": a.match_id, "ws_url": a.ws_url, "token": a.tokens[caller], "region": a.region,
+        "teams": [list(team) for team in a.teams], "backfill": a.backfill}
+    return {"ticket_id": ticket.ticket_id, "queue": ticket.queue, "players": list(ticket.players),
+            "status": entry.status, "reason": entry.reason, "created_at": ticket.created_at,
+            "wait_s": ticket.wait_s(now), "version": entry.version, "requeued": entry.requeued,
+            "assignment": assignment}
+
+
+def create_ticket_for(matchmaker: Matchmaker, caller: str, queue: str, party: list[str] | None,
+                      numbers: dict[str, float], strings: dict[str, str], string_sets: dict[str, list[str]],
+                      latencies: dict[str, float]) -> Entry:
+    """Queue a validated new ticket; ApiError if the book or the ticket's rules refuse it."""
+    try:
+        return matchmaker.create_ticket(caller, queue, party, numbers=numbers, strings=strings,
+                                        string_sets=string_sets, latencies=latencies)
+    except BookError as error:
+        raise ApiError(error.status, error.code, str(error)) from None
+    except (ValueError, TypeError) as error:
+        raise ApiError(422, "invalid_ticket", str(error)) from None
+
+
+def own_ticket(matchmaker: Matchmaker, ticket_id: str, caller: str) -> Entry:
+    """The ticket, if `caller` is one of its players; else ApiError 404 (ids are not probed)."""
+    try:
+        entry = matchmaker.ticket(ticket_id)
+    except BookError as error:
+        raise ApiError(error.status, error.code, str(error)) from None
+    if caller not in entry.ticket.players:  # the same answer as an unknown ticket
+        raise ApiError(404, "ticket_not_found", f"no ticket {ticket_id}")
+    return entry
+
+
+def cancel_ticket_of(matchmaker: Matchmaker, ticket_id: str, caller: str) -> Entry:
+    own_ticket(matchmaker, ticket_id, caller)
+    try:
+        return matchmaker.cancel_ticket(ticket_id, caller)
+    except BookError as error:
+        raise ApiError(error.status, error.code, str(error)) from None
 
 
 def _code_name(code: str) -> str:

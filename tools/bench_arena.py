@@ -1,13 +1,15 @@
 """`arbiter bench arena`: workload "arena" (../shared/workloads/arena.md) against a local server.
 
-1. Start `arbiter up` on a fresh data directory (unless --url), pinned to the first usable CPU;
-   the bots get the others (when there are at least two).
+1. Start `arbiter up --workers N` on a fresh data directory (unless --url; N is --workers, default
+   1), pinned to the first usable CPU (the first N with workers); the bots get the others (when
+   there are more CPUs than that; else everything shares every CPU, and the report says so).
 2. Create R arena matches that never end and 4 join tokens per match over the HTTP API.
 3. Start the bot processes (clients/arena_bots.py), one per 400 bots by default, and wait until
    every bot is welcomed or has failed to join.
 4. Tell them the schedule: --warmup seconds, then the window of --duration seconds (time.time()).
-5. Sample the server's CPU time (/proc) and its tick counters (/metrics) at both ends of the
-   window; collect the bots' raw figures after the window and its 1 s grace; merge; report.
+5. Sample the server's CPU time (/proc, its workers included) and its tick counters (/metrics,
+   summed over workers) at both ends of the window; collect the bots' raw figures after the window
+   and its 1 s grace; merge; report.
 
 Only JSON goes to stdout with --json; progress goes to stderr. Exit status: 0 it ran, 1 it ran but
 inputs were lost or errors happened, 2 it could not run (usage, setup, a bot process failed).
@@ -75,9 +77,15 @@ def command_line(args: argparse.Namespace) -> str:
         words += ["--bot-processes", str(args.bot_processes)]
     if args.url is not None:
         words += ["--url", args.url]
+    if workers_of(args) != 1:
+        words += ["--workers", str(workers_of(args))]
     if args.json:
         words.append("--json")
     return shlex.join(words)
+
+
+def workers_of(args: argparse.Namespace) -> int:
+    return getattr(args, "workers", None) or 1  # callers that build their own arguments have no workers
 
 
 def info(message: str) -> None:
@@ -97,7 +105,10 @@ def run(args: argparse.Namespace) -> dict:
     processes = args.bot_processes or max(1, math.ceil(clients / BOTS_PER_PROCESS))
     driver_cpus = os.sched_getaffinity(0)
     usable = sorted(driver_cpus)
-    server_cpus, bot_cpus = (usable[:1], usable[1:]) if len(usable) >= 2 else (None, None)
+    workers = workers_of(args)
+    # the server's processes (with workers: one per worker; the HTTP parent is idle during the window)
+    # on as many CPUs, the bots on the rest; with no CPU left for the bots, nobody is pinned
+    server_cpus, bot_cpus = (usable[:workers], usable[workers:]) if len(usable) > workers else (None, None)
     work_dir = Path(tempfile.mkdtemp(prefix="arbiter-bench-arena-"))
     server: subprocess.Popen | None = None
     bots: list[subprocess.Popen] = []
@@ -105,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
         if bot_cpus:
             os.sched_setaffinity(0, bot_cpus)  # the driver stays off the server's CPU too
         if args.url is None:
-            server, http_url = start_server(work_dir, args.synchronous, server_cpus)
+            server, http_url = start_server(work_dir, args.synchronous, server_cpus, workers)
         else:
             http_url = args.url.rstrip("/")
         with httpx.Client(base_url=http_url, timeout=HTTP_TIMEOUT_S) as http:
@@ -161,10 +172,12 @@ def pin(pid: int, cpus: list[int] | None) -> None:
 # -- the server -------------------------------------------------------------------------------
 
 
-def start_server(work_dir: Path, synchronous: str, cpus: list[int] | None) -> tuple[subprocess.Popen, str]:
+def start_server(work_dir: Path, synchronous: str, cpus: list[int] | None,
+                 workers: int = 1) -> tuple[subprocess.Popen, str]:
     ready_file = work_dir / "ready.json"
     command = [sys.executable, "-m", "tools.cli", "--log-level", "WARNING", "up", "--data-dir",
-               str(work_dir / "data"), "--port", "0", "--ready-file", str(ready_file), "--synchronous", synchronous]
+               str(work_dir / "data"), "--port", "0", "--ready-file", str(ready_file), "--synchronous", synchronous,
+               "--workers", str(workers)]
     server = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     pin(server.pid, cpus)
     deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
@@ -179,9 +192,17 @@ def start_server(work_dir: Path, synchronous: str, cpus: list[int] | None) -> tu
     except ValueError:  # caught mid-write: read it again
         time.sleep(0.2)
         ready = json.loads(ready_file.read_text())
-    pin(server.pid, cpus)  # threads started while it came up
-    info(f"server pid {server.pid} at {ready['http_url']}, CPUs {cpus or 'any'}")
+    server.worker_pids = [w["pid"] for w in ready.get("workers", [])]  # type: ignore[attr-defined]
+    for pid in (server.pid, *server.worker_pids):  # type: ignore[attr-defined]
+        pin(pid, cpus)  # threads started while it came up (workers inherit the parent's CPUs)
+    info(f"server pid {server.pid} at {ready['http_url']}, CPUs {cpus or 'any'}"
+         + (f", workers {server.worker_pids}" if server.worker_pids else ""))  # type: ignore[attr-defined]
     return server, ready["http_url"]
+
+
+def server_pids(server: subprocess.Popen) -> list[int]:
+    """The server's process and its workers'."""
+    return [server.pid, *getattr(server, "worker_pids", [])]
 
 
 def stop_server(server: subprocess.Popen) -> None:
@@ -218,8 +239,9 @@ def create_matches(http: httpx.Client, matches: int) -> list[dict]:
 
 def sample(http: httpx.Client, server: subprocess.Popen | None, bots: list[subprocess.Popen]) -> dict:
     """The counters the report takes deltas of, at one instant."""
-    figures = {"at": time.monotonic(), "server_cpu_s": cpu_seconds(server.pid) if server else None,
-               "server_rss_mb": peak_rss_mb(server.pid) if server else None,
+    figures = {"at": time.monotonic(),
+               "server_cpu_s": sum(cpu_seconds(pid) for pid in server_pids(server)) if server else None,
+               "server_rss_mb": sum(peak_rss_mb(pid) or 0.0 for pid in server_pids(server)) if server else None,
                "bots_cpu_s": sum(cpu_seconds(bot.pid) for bot in bots), "machine_busy_s": machine_busy_seconds()}
     asked = time.monotonic()
     try:
@@ -231,8 +253,8 @@ def sample(http: httpx.Client, server: subprocess.Popen | None, bots: list[subpr
     wanted = {"arbiter_ticks_total": "ticks", "arbiter_late_ticks_total": "late_ticks"}
     for family in text_string_to_metric_families(response.text):
         for s in family.samples:
-            if s.name in wanted:
-                figures[wanted[s.name]] = s.value
+            if s.name in wanted:  # one sample per worker (label worker) with workers: their sum
+                figures[wanted[s.name]] = figures.get(wanted[s.name], 0.0) + s.value
     return figures
 
 
@@ -368,11 +390,19 @@ def report(args: argparse.Namespace, processes: int, results: list[dict], before
         "ticks_per_s": per_s("ticks"), "expected_ticks_per_s": TICK_RATE * args.matches,
         "late_ticks": int(after["late_ticks"] - before["late_ticks"]) if "late_ticks" in after else None,
         "pid": server.pid if server else None, "cpu": server_cpus if server else None,
+        "workers": workers_of(args),
+        "worker_pids": getattr(server, "worker_pids", []) if server else None,
     }
     bot_cpu_pct = round((after["bots_cpu_s"] - before["bots_cpu_s"]) / elapsed * 100, 1)
     machine_pct = (after["machine_busy_s"] - before["machine_busy_s"]) / elapsed * 100
     other_cpu_pct = round(max(0.0, machine_pct - bot_cpu_pct - (server_figures["cpu_pct"] or 0.0)), 1)
     warnings = []
+    if server is not None and workers_of(args) > 1:
+        server_figures["note"] = ("cpu_pct and rss_mb are summed over the server's processes (the HTTP parent "
+                                  "and its workers); cpu_pct can exceed 100")
+        if server_cpus is None:
+            warnings.append(f"{workers_of(args)} workers and the bots share the machine's {len(os.sched_getaffinity(0))}"
+                            " CPUs: they compete for them, so neither figure is the server's alone")
     if server is not None and other_cpu_pct > 10:
         warnings.append(f"other processes used {other_cpu_pct} % of a CPU during the window: the figures are noisy")
     if bot_cpu_pct > 80 * len(bot_cpus or os.sched_getaffinity(0)) or total["late_sends"] > 0.01 * total["sent"]:
@@ -404,7 +434,8 @@ def table(r: dict) -> str:
         ("inputs sent / acked / lost", f"{r['inputs_sent']} / {r['inputs_acked']} / {r['lost_inputs']}"),
         ("state frames/s", f"{r['state_frames_per_s']} (expected {r['expected_state_frames_per_s']})"),
         ("server ticks/s", f"{s['ticks_per_s']} (expected {s['expected_ticks_per_s']}), late {s['late_ticks']}"),
-        ("server CPU % / peak RSS MB", f"{s['cpu_pct']} / {s['rss_mb']}  (CPUs {s['cpu']})"),
+        ("server CPU % / peak RSS MB", f"{s['cpu_pct']} / {s['rss_mb']}  (CPUs {s['cpu']}, "
+                                       f"{s.get('workers', 1)} worker{'s' if s.get('workers', 1) > 1 else ''})"),
         ("bots CPU %", (f"{r['bot_cpu_pct']} in {r['bot_processes']} processes (CPUs {r['bot_cpu']}), "
                         f"{r['bot_late_sends']} late sends")),
         ("other processes CPU %", f"{r['other_cpu_pct']}"),

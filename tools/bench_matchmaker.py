@@ -196,7 +196,7 @@ def api_part(args: argparse.Namespace, work_dir: Path, auth: PlayerAuth, server_
                        "ticket ever matches, the pool grows and each arrival triggers a forming pass over it"),
         "pool_at_end": stats["queued_tickets"], "last_pass_s": stats["last_pass_s"],
         "client_processes": args.api_processes, "connections": args.api_processes * args.api_connections,
-        "reconnects": sum(r["reconnects"] for r in results),  # hypercorn closes a connection after 1000 requests
+        "reconnects": sum(r["reconnects"] for r in results),  # connections the server closed, opened again
         "client_cpu_pct": round(100 * sum(r["cpu_s"] for r in results) / elapsed, 1) if elapsed > 0 else None,
         **window,
     }
@@ -264,7 +264,8 @@ def start_server(work_dir: Path, part: str, profile: Path | None,
         prefix += ["-m", "cProfile", "-o", str(profile / f"server-{part}.prof")]
     command = prefix + ["-m", "tools.cli", "--log-level", "WARNING", "up", "--data-dir", str(work_dir / f"data-{part}"),
                         "--port", "0", "--ready-file", str(ready_file), "--queues", str(work_dir / "queues.toml"),
-                        "--auth-secret-file", str(work_dir / "auth.key"), "--hibernate-after", str(HOLD_S)]
+                        "--auth-secret-file", str(work_dir / "auth.key"), "--hibernate-after", str(HOLD_S),
+                        "--workers", "1"]  # one process: its PID's CPU and memory are the server's
     server = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     pin(server.pid, cpus)
     deadline = time.monotonic() + SERVER_READY_TIMEOUT_S

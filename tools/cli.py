@@ -47,6 +47,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _workers(text: str) -> int:
+    from gameserver.shards import MAX_WORKERS
+
+    value = int(text)
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"1 to {MAX_WORKERS}")
+    return value
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on."""
+    from gameserver.shards import MAX_WORKERS
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on this platform
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arbiter", description="Durable multiplayer match server.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -58,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=_port, default=7350, help="HTTP API port (default 7350; 0 picks a free one)")
     up.add_argument("--ws-port", type=_port, default=None, help="WebSocket port (default: --port + 1)")
     up.add_argument("--public-ws-url", default=None, help="WebSocket base URL given to clients, "
-                    "if not ws://HOST:WS_PORT (behind a proxy)")
+                    "if not ws://HOST:WS_PORT (behind a proxy); with several workers it names {worker} or {port}")
+    up.add_argument("--workers", type=_workers, default=None, metavar="N",
+                    help="processes that run matches, each with its own WebSocket port (default: one per CPU "
+                         "this process may use; 1: everything in one process)")
     up.add_argument("--admin-token", default=os.environ.get("ARBITER_ADMIN_TOKEN"),
                     help="require this bearer token to create matches and tokens and to list unusable files "
                          "(default: $ARBITER_ADMIN_TOKEN; prefer the variable, arguments show in ps)")
@@ -100,19 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     arena.add_argument("--bot-processes", type=_positive_int, default=None,
                        help="bot processes (default: one per 400 bots, at least 1)")
     arena.add_argument("--url", default=None, help="bench a running server at this HTTP URL instead of starting one")
+    arena.add_argument("--workers", type=_workers, default=1, metavar="N",
+                       help="the server it starts runs N worker processes (arbiter up --workers N; default 1)")
     arena.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     arena.add_argument("--seed", type=int, default=1, help="bots' random seed")
     arena.add_argument("--json", action="store_true", help="print only the JSON object")
     hibernation = workloads.add_parser("hibernation", help="hibernated-match memory, wake latency, alarm lateness")
     hibernation.add_argument("--matches", type=_non_negative_int, default=10_000,
                              help="hibernated matches of 2 clients for the memory figure (default 10000; capped "
-                                  "by the open-file limit; 0 skips the memory phase)")
+                                  "by the open-file limit per worker; 0 skips the memory phase)")
     hibernation.add_argument("--moves", type=_positive_int, default=1000, help="moves logged before waking (1000)")
     hibernation.add_argument("--wake-matches", type=_positive_int, default=20, help="matches woken (default 20)")
     hibernation.add_argument("--wakes", type=_positive_int, default=5, help="wakes per match (default 5)")
     hibernation.add_argument("--alarm-matches", type=_positive_int, default=1000, help="matches with a timer (1000)")
     hibernation.add_argument("--bare", type=_positive_int, default=1000,
                              help="spectator connections measured for a connection's own cost (1000)")
+    hibernation.add_argument("--workers", type=_workers, default=1, metavar="N",
+                             help="the server it starts runs N worker processes (arbiter up --workers N; default 1)")
     hibernation.add_argument("--json", action="store_true", help="print only the JSON object")
     recovery = workloads.add_parser("recovery", help="re-activation time of a long arena match")
     recovery.add_argument("--ticks", type=_positive_int, default=12_000, help="logged ticks (default 12000: 10 min)")
@@ -140,10 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.replay import add_parser as add_replay
 
     add_bench_replay(workloads)
+    from tools.bench_attack import add_parser as add_bench_attack
+
+    add_bench_attack(workloads)
+    from tools.bench_sweep import add_parser as add_bench_sweep
+
+    add_bench_sweep(workloads)
     add_replay(commands)
     from tools.soak import add_parser as add_soak
 
     add_soak(commands)
+    from tools.faults import add_parser as add_faults
+
+    add_faults(commands)
     return parser
 
 
@@ -176,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         from tools.bench_matchmaker import run_cli as run_matchmaker
 
         return run_matchmaker(args)
+    if args.command == "bench" and args.workload == "sweep":
+        from tools.bench_sweep import run_cli as run_bench_sweep
+
+        return run_bench_sweep(args)
+    if args.command == "bench" and args.workload == "attack":
+        from tools.bench_attack import run_cli as run_bench_attack
+
+        return run_bench_attack(args)
     if args.command == "bench" and args.workload == "replay":
         from tools.bench_replay import run_cli as run_bench_replay
 
@@ -188,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools.soak import run_cli as run_soak
 
         return run_soak(args)
+    if args.command == "faults":
+        from tools.faults import run_cli as run_faults
+
+        return run_faults(args)
     return 2
 
 
@@ -216,7 +264,7 @@ def _up(args: argparse.Namespace) -> int:
     import trio
 
     from matchmaker.queues import QueueFileError, parse_modes
-    from tools.up import LOOPBACK, ServerConfig, main as serve
+    from tools.up import ServerConfig, is_loopback, main as serve
 
     games = builtin_games()
     for spec in args.game:
@@ -247,16 +295,41 @@ def _up(args: argparse.Namespace) -> int:
         if len(auth_secret) < 32:
             print("arbiter up: the auth secret has at least 32 bytes", file=sys.stderr)
             return 2
-    guests = args.guests if args.guests is not None else args.host in LOOPBACK
+    guests = args.guests if args.guests is not None else is_loopback(args.host)
+    workers = args.workers if args.workers is not None else default_workers()
+    if workers > 1 and args.public_ws_url is not None and not any(
+            key in args.public_ws_url for key in ("{worker}", "{port}")):
+        print(f"arbiter up: with {workers} workers each has its own WebSocket port: --public-ws-url must name "
+              "{worker} or {port} (e.g. wss://game.example/ws{worker}, routed to port WS_PORT + worker), "
+              "or use --workers 1", file=sys.stderr)
+        return 2
+    if workers > 1 and args.ws_port is not None and args.ws_port and args.ws_port + workers - 1 > 65535:
+        print(f"arbiter up: --ws-port {args.ws_port} leaves no room for {workers} workers' ports", file=sys.stderr)
+        return 2
     config = ServerConfig(node=node, games=games, host=args.host, port=args.port, ws_port=args.ws_port,
                           public_ws_url=args.public_ws_url, admin_token=args.admin_token, queues=queues,
-                          guests=guests, auth_secret=auth_secret)
+                          guests=guests, auth_secret=auth_secret, workers=workers)
     try:
         trio.run(serve, config, args.ready_file)
-    except (OSError, ValueError) as error:  # a port in use, an unreadable data dir, a bad secret.key
-        print(f"arbiter up: {error}", file=sys.stderr)
+    except BaseException as error:  # a port in use, an unreadable data dir, a bad secret.key
+        found = _first_error(error, (OSError, ValueError))
+        if found is None:
+            raise
+        print(f"arbiter up: {found}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first_error(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """`error` if it is one of `kinds`, else the first such in the exception groups it is."""
+    if isinstance(error, kinds):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _first_error(inner, kinds)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

@@ -163,7 +163,8 @@ async def start_server(work_dir: Path, args: argparse.Namespace,
     queues = work_dir / "queues.toml"
     queues.write_text(SOAK_QUEUES.format(match_s=args.match_s))
     command = [sys.executable, "-m", "tools.cli", "--log-level", "WARNING", "up", "--data-dir", str(work_dir / "data"),
-               "--port", "0", "--ready-file", str(ready_file), "--queues", str(queues)]
+               "--port", "0", "--ready-file", str(ready_file), "--queues", str(queues),
+               "--workers", "1"]  # one process: its PID's CPU and memory are the server's
     if args.admin_token:
         command += ["--admin-token", args.admin_token]
     with open(work_dir / "server.log", "wb") as log:

@@ -34,6 +34,10 @@ export function lobby({ game, queue = game, params = {}, onClient }) {
     });
     client.on("close", ({ code, reason }) => {
       status(`closed (${code ?? "no code"}): ${reason || "no reason given"}`);
+      if ($("replay") && client.welcome) {  // the page has a replay link: to this match's (replay.html)
+        $("replay").href = `replay.html?match=${client.welcome.match}`;
+        $("replay").hidden = false;
+      }
       $("leave").disabled = true;
       busy(false);
     });

@@ -1,6 +1,7 @@
 """The node and its actors under a MockClock, with in-memory connections (no sockets)."""
 
 import sqlite3
+import threading
 
 import attrs
 import pytest
@@ -248,3 +249,20 @@ async def test_waiters_of_a_failed_or_short_activation_activate_once(tmp_path, n
             callers.start_soon(node.actor, meta.match_id)
     assert overlap[0] == 1  # one actor per match id, ever
     assert node._activating == {}
+
+
+async def test_a_ticking_match_has_its_wal_checkpointed_off_its_tick_path(node, autojump_clock, monkeypatch):
+    checkpointed = []
+    real = storage.checkpoint
+
+    def spy(path):
+        checkpointed.append((path, threading.current_thread() is threading.main_thread()))
+        real(path)
+
+    monkeypatch.setattr(storage, "checkpoint", spy)
+    meta = await node.create_match("arena")
+    actor = await node.actor(meta.match_id)
+    assert actor.store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # never in a commit
+    await trio.sleep(2 * storage.CHECKPOINT_EVERY_COMMITS / 20 + 3)  # 20 Hz: two requests' worth of commits
+    # requested every CHECKPOINT_EVERY_COMMITS commits, run in a worker thread
+    assert checkpointed == [(actor.store.path, False)] * 2

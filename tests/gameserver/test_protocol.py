@@ -1,10 +1,12 @@
 import json
+import math
 
 import msgpack
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from gameserver import protocol
+from gameserver.canonical import encode
 from gameserver.protocol import Auth, Input, Leave, Ping, ProtocolError
 
 json_values = st.recursive(
@@ -110,3 +112,106 @@ def test_an_auth_may_carry_an_attachment_of_at_most_16_kib():
     assert message == Auth("x", None, {"v": "1.2"})
     with pytest.raises(ProtocolError):
         protocol.decode_client(json.dumps({"t": "auth", "token": "x", "attachment": "z" * 17000}), protocol.JSON)
+
+
+# -- fuzzing (issue 7): whatever a client sends decodes to a message the server can store and
+# answer, or is refused as bad_frame; nothing else ever comes out of the codec --------------------
+
+# Text with lone surrogates, which json.dumps writes as \ud800-style escapes.
+hostile_text = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12)
+hostile_numbers = (st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+                   | st.sampled_from([0, -0.0, 2**53, 2**53 - 1, -2**53, 1e308, 5e-324]))
+hostile_json = st.recursive(
+    st.none() | st.booleans() | hostile_numbers | hostile_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4),
+    max_leaves=15,
+)
+msgpack_only = (st.binary(max_size=8) | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=4))
+                | st.builds(msgpack.Timestamp, st.integers(0, 2**32 - 1)))
+hostile_msgpack = st.recursive(
+    st.none() | st.booleans() | hostile_numbers.filter(lambda n: not isinstance(n, int) or -2**63 <= n < 2**64)
+    | hostile_text.filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s)) | msgpack_only,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6) | st.binary(max_size=4), inner,
+                                                                max_size=4),
+    max_leaves=15,
+)
+FIELDS = {"t": st.sampled_from(["auth", "input", "ping", "leave", "hello", ""]), "seq": hostile_json,
+          "data": hostile_json, "token": hostile_json, "resume_tick": hostile_json, "id": hostile_json,
+          "attachment": hostile_json, "player": hostile_json}
+
+
+@st.composite
+def near_messages(draw, values=hostile_json):
+    """A valid message with fields dropped, added or replaced by anything."""
+    body = to_wire(draw(messages))
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(sorted(FIELDS)))
+        if draw(st.booleans()) and name in body:
+            del body[name]
+        else:
+            body[name] = draw(FIELDS[name] if name == "t" else values)
+    return body
+
+
+def check_decoded(message) -> None:
+    """What the codec lets through is of the documented form, and plain JSON the match can store."""
+    if isinstance(message, Input):
+        assert 1 <= message.seq <= protocol.MAX_SEQ and type(message.seq) is int
+        encode(message.data)
+        encode(message.data).decode()
+    elif isinstance(message, Auth):
+        assert isinstance(message.token, str) and 1 <= len(message.token) <= protocol.MAX_TOKEN_CHARS
+        assert message.resume_tick is None or 0 <= message.resume_tick <= protocol.MAX_SEQ
+        encode({"token": message.token, "attachment": message.attachment}).decode()
+    elif isinstance(message, Ping):
+        assert message.id is None or isinstance(message.id, (int, float, str))
+        assert not (isinstance(message.id, float) and not math.isfinite(message.id))
+    # the server's answer to it can always be sent
+    for fmt in (protocol.JSON, protocol.MSGPACK):
+        protocol.encode_server({"t": "pong", "id": getattr(message, "id", None)}, fmt)
+
+
+def decode_or_refuse(frame, fmt) -> None:
+    try:
+        message = protocol.decode_client(frame, fmt)
+    except ProtocolError as error:
+        assert error.code == "bad_frame"
+        protocol.encode_server(protocol.error_frame(error.code, error.message), protocol.JSON).encode()
+        return
+    check_decoded(message)
+
+
+@settings(max_examples=400)
+@given(st.one_of(near_messages(), hostile_json))
+def test_fuzzed_json_frames_decode_to_storable_messages_or_bad_frame(body):
+    decode_or_refuse(json.dumps(body), protocol.JSON)  # json.dumps writes NaN, Infinity and \\ud800 escapes
+
+
+@settings(max_examples=400)
+@given(st.one_of(near_messages(hostile_msgpack), hostile_msgpack))
+def test_fuzzed_msgpack_frames_decode_to_storable_messages_or_bad_frame(body):
+    decode_or_refuse(msgpack.packb(body, use_bin_type=True), protocol.MSGPACK)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.integers(0, 299), st.binary(max_size=8))
+def test_valid_msgpack_frames_with_bytes_cut_or_spliced_never_raise_anything_else(tail, at, splice):
+    frame = msgpack.packb({"t": "input", "seq": 3, "data": {"dx": 1.5, "dy": [1, "x", None]}}) + tail
+    decode_or_refuse(frame[:at] + splice + frame[at:], protocol.MSGPACK)
+
+
+@pytest.mark.parametrize("frame", [
+    '{"t":"ping","id":"\\ud800"}', '{"t":"ping","\\udfff":1}', '{"t":"auth","token":"\\udc00x"}',
+    '{"t":"input","seq":1,"data":{"s":"\\ud83d"}}', '{"t":"input","seq":1,"data":NaN}',
+    '{"t":"input","seq":1,"data":[Infinity]}', '{"t":"input","seq":1,"data":{"x":-Infinity}}',
+    '{"t":"input","seq":1,"data":1e400}', '{"t":"input","seq":1,"data":-1' + "0" * 400 + '.5}',
+])
+def test_json_that_python_reads_but_json_is_not_is_refused(frame):
+    with pytest.raises(ProtocolError) as refused:
+        protocol.decode_client(frame, protocol.JSON)
+    assert refused.value.code == "bad_frame"
+
+
+def test_escapes_that_make_valid_text_are_kept():
+    message = protocol.decode_client('{"t":"input","seq":1,"data":{"s":"\\ud83d\\ude00 caf\\u00e9"}}', protocol.JSON)
+    assert message.data == {"s": "\U0001F600 caf\u00e9"}

@@ -4,6 +4,8 @@ import hashlib
 import sqlite3
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gameserver import storage
 from gameserver.games.arena import Arena, Params
@@ -162,3 +164,42 @@ def test_an_older_schema_is_migrated_in_place(tmp_path, monkeypatch):
         assert restore(store, Arena()).canonical() == sim.canonical()
     finally:
         store.close()
+
+
+def test_a_live_match_never_checkpoints_in_its_commits_and_a_checkpoint_elsewhere_empties_its_wal(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    store = MatchStore.open(path)
+    try:
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        wal = path.with_name(path.name + "-wal")
+        for t in range(400):  # far more than SQLite's automatic 1,000-page checkpoint would allow
+            commands = [Command(JOIN, "a")] if sim.tick == 0 else [Command(INPUT, "a", sim.tick, {"dx": 1, "dy": 0})]
+            store.commit_step(step_record(sim, sim.step(commands), 10), now=1000.0 + t)
+        size_before = wal.stat().st_size
+        storage.checkpoint(path)  # another connection, as the node does it in a worker thread
+        # the next commit starts the WAL over from its beginning: it stops growing
+        store.commit_step(step_record(sim, sim.step([Command(INPUT, "a", sim.tick, {"dx": 0, "dy": 1})]), 10),
+                          now=2000.0)
+        store.commit_step(step_record(sim, sim.step([Command(INPUT, "a", sim.tick, {"dx": 0, "dy": 1})]), 10),
+                          now=2001.0)
+        assert wal.stat().st_size == size_before  # reused from the start, not grown
+        busy, log_frames, checkpointed = store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert log_frames < 20, log_frames  # only the two new commits are in it
+    finally:
+        store.close()
+    with MatchStoreReader(path) as reader:
+        assert reader.meta().tick == sim.tick
+
+
+@given(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                                                        st.booleans(), st.none(), st.text(max_size=5),
+                                                        st.lists(st.integers(), max_size=2)), max_size=4))
+def test_input_json_is_the_canonical_encoding_cached_or_not(data):
+    first = storage._input_json(data)
+    assert first == storage._json(data)
+    assert storage._input_json(dict(data)) == first  # a second time: from the cache for flat objects
+    if data:  # equal-comparing values of other types are not mixed up
+        for name, value in data.items():
+            if type(value) is int and not isinstance(value, bool) and value in (0, 1):
+                other = dict(data, **{name: bool(value)})
+                assert storage._input_json(other) == storage._json(other)

@@ -141,9 +141,19 @@ ADMIN_CASES = {  # every operation behind the admin token, with a valid request
     ("POST", "/v1/matches"): {"body": {"game": "arena"}},
     ("POST", "/v1/matches/{match_id}/tokens"): {"path_parameters": {"match_id": REAL_MATCH},
                                                 "body": {"player_id": "alice"}},
+    ("GET", "/v1/matches/{match_id}/inputs"): {"path_parameters": {"match_id": REAL_MATCH}},
     ("GET", "/v1/alarms/failed"): {},
     ("GET", "/v1/node/unusable"): {},
+    ("GET", "/v1/node/workers"): {},
 }
+
+
+def test_every_admin_operation_is_tested_for_its_401():
+    """An operation that documents a 401 and takes no player token is an admin one: ADMIN_CASES has it."""
+    admin = {(method.upper(), path) for path, operations in DOCUMENT["paths"].items()
+             for method, operation in operations.items()
+             if "401" in operation["responses"] and not operation.get("security")}
+    assert admin == set(ADMIN_CASES)
 
 
 @pytest.fixture(scope="module")

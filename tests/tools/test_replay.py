@@ -46,7 +46,10 @@ def record(path: Path, game: Game, batches: list[list[Command]], *, snapshot_eve
     try:
         for batch in batches:
             step = sim.step(batch, now=1000.0 + sim.tick / 20, ticked=True)
-            store.commit_step(step_record(sim, step, snapshot_every), now=1000.0 + sim.tick / 20)
+            rec = step_record(sim, step, snapshot_every)
+            if step.status is not None:  # as the actor does: an ended match keeps none of its alarms
+                rec = attrs.evolve(rec, alarm_writes=[(a.name, None) for a in store.alarms()], next_alarm_at=None)
+            store.commit_step(rec, now=1000.0 + sim.tick / 20)
             states.append(sim.canonical())
             if step.status is not None:
                 break

@@ -1,0 +1,156 @@
+"""The trio shell of the control channel (gameserver/control.py) between `arbiter up` and a worker.
+
+`Channel` sends and receives whole messages over a socket stream. `Link` is the parent's side of
+one worker: numbered requests, each waiting for its own answer, while the worker's notices go to
+a callback. Errors cross as their NodeError class name and message, and are raised again as
+that class on the parent's side, so the HTTP API answers exactly as a single process would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from gameserver import control
+from gameserver.node import (InvalidParams, MatchNotFound, MatchOver, MatchUnavailable, NameTaken, NodeClosing,
+                             NodeError, StorageFailed, UnknownGame, WrongWorker)
+from matchmaker.hosts import WorkerUnavailable
+
+log = logging.getLogger("arbiter.workers")
+
+_ERRORS: dict[str, type[NodeError]] = {cls.__name__: cls for cls in (
+    NodeError, UnknownGame, InvalidParams, MatchNotFound, MatchUnavailable, NodeClosing, MatchOver, NameTaken,
+    WrongWorker, StorageFailed)}
+INTERNAL = "internal"
+CALL_TIMEOUT_S = 60.0  # a worker that does not answer this long is treated as gone for that call
+MAX_IN_FLIGHT = 1024  # requests waiting for one worker's answers; more callers wait their turn
+RECEIVE_BYTES = 256 * 1024
+
+
+class WorkerError(Exception):
+    """A worker failed on a request (a bug there, logged by the worker): the HTTP answer is a 500."""
+
+
+def error_to_wire(error: BaseException) -> dict[str, str]:
+    kind = type(error).__name__ if type(error).__name__ in _ERRORS and isinstance(error, NodeError) else INTERNAL
+    return {"kind": kind, "message": str(error) if kind != INTERNAL else f"{type(error).__name__}: {error}"}
+
+
+def error_from_wire(wire: Any) -> Exception:
+    if not isinstance(wire, dict):
+        return WorkerError(f"a malformed error from a worker: {wire!r}")
+    cls = _ERRORS.get(wire.get("kind"))
+    message = str(wire.get("message", ""))
+    return cls(message) if cls is not None else WorkerError(message)
+
+
+class Channel:
+    """Whole control messages over a stream; `send` may be called from many tasks at once."""
+
+    def __init__(self, stream: trio.abc.Stream):
+        self.stream = stream
+        self._decoder = control.Decoder()
+        self._send_lock = trio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        data = control.encode(message)
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next message; None once the other end closed (or broke) the channel.
+        Raises control.ControlProtocolError for bytes that are not messages."""
+        while True:
+            message = self._decoder.next()
+            if message is not None:
+                return message
+            try:
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                if self._decoder.pending:
+                    raise control.ControlProtocolError("the channel closed in the middle of a message")
+                return None
+            self._decoder.feed(data)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class Link:
+    """The parent's side of one worker's channel."""
+
+    def __init__(self, channel: Channel, name: str):
+        self.channel = channel
+        self.name = name
+        self._next_id = 0
+        self._waiting: dict[int, tuple[trio.Event, list[Any]]] = {}
+        self._limit = trio.Semaphore(MAX_IN_FLIGHT)
+        self.closed = False
+
+    async def call(self, op: str, **args: Any) -> Any:
+        """The worker's answer to `op`; raises its NodeError, WorkerError, or WorkerUnavailable if the
+        worker is gone (or silent for CALL_TIMEOUT_S)."""
+        async with self._limit:
+            if self.closed:
+                raise WorkerUnavailable(f"{self.name} is not running: try again in a moment")
+            self._next_id += 1
+            call_id = self._next_id
+            done, answer = trio.Event(), []
+            self._waiting[call_id] = (done, answer)
+            try:
+                try:
+                    await self.channel.send({"id": call_id, "op": op, "args": args})
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise WorkerUnavailable(f"{self.name} is not running: try again in a moment") from None
+                with trio.move_on_after(CALL_TIMEOUT_S):
+                    await done.wait()
+            finally:
+                del self._waiting[call_id]
+        if not answer:
+            if self.closed:
+                raise WorkerUnavailable(f"{self.name} stopped before it answered: try again in a moment")
+            raise WorkerUnavailable(f"{self.name} did not answer within {CALL_TIMEOUT_S:g} s")
+        message = answer[0]
+        if "error" in message:
+            raise error_from_wire(message["error"])
+        return message.get("ok")
+
+    async def stop(self) -> None:
+        """Ask the worker to shut down (it finishes its matches' ticks and closes their connections)."""
+        try:
+            await self.channel.send({"op": "stop"})
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def run(self, on_message: Callable[[dict[str, Any]], None]) -> None:
+        """Read until the worker closes the channel: answers go to their callers, anything else
+        (notices) to `on_message`. Then every caller still waiting gets WorkerUnavailable."""
+        try:
+            while True:
+                try:
+                    message = await self.channel.receive()
+                except control.ControlProtocolError as error:
+                    log.error("%s sent a malformed control message: %s; dropping its channel", self.name, error)
+                    return
+                if message is None:
+                    return
+                call_id = message.get("id")
+                if call_id is not None:
+                    waiting = self._waiting.get(call_id)
+                    if waiting is not None:
+                        waiting[1].append(message)
+                        waiting[0].set()
+                    continue
+                try:
+                    on_message(message)
+                except Exception:
+                    log.exception("handling a message of %s failed: %r", self.name, message)
+        finally:
+            self.closed = True
+            for done, _answer in self._waiting.values():
+                done.set()
