@@ -164,7 +164,9 @@ class Actor:
         self._arriving: list[Connection] = []  # drained join requests, answered after the step's commit
         self._gone: list[Connection] = []  # closed connections, detached at the next step
         self._alarm_writes: list[tuple[str, Alarm | None]] = []  # runtime alarm changes not yet committed
-        self._connections_changed = True  # the file's `connections` table must be rewritten
+        # The file's `connections` table, changed row by row: conn id -> the connection to record
+        # (None: its row goes), not yet committed. A join or a leave writes one row, whatever the count.
+        self._connection_writes: dict[int, Connection | None] = {}
         self.paused = False
         self.hibernated = False
         self.failure_recorded = False  # a failure (status failed) is in the match file, not only in memory
@@ -181,8 +183,11 @@ class Actor:
         self.log = logging.LoggerAdapter(log, {"match": self.match_id})
         for conn in adopted or []:  # connections kept open by the node while the match hibernated
             self._attach(conn)
-        # The file's `connections` table is rewritten only if it does not list exactly these.
-        self._connections_changed = set(self.connections) != (recorded_connections or set())
+        # The file lists the connections open when it was last written: rows of connections that
+        # closed meanwhile (or before a restart) go, connections it does not list are added.
+        recorded = recorded_connections or set()
+        self._connection_writes = {i: c for i, c in self.connections.items() if i not in recorded}
+        self._connection_writes.update((i, None) for i in recorded if i not in self.connections)
 
     # -- called by connections and the node ---------------------------------------------------
 
@@ -533,12 +538,14 @@ class Actor:
 
     def _flush_alarms(self) -> None:
         """Commit alarm changes that no step carried (a drop, a reconnect, a failed attempt), and the
-        open connections with their attachments if they changed."""
-        if (self._alarm_writes or self._connections_changed) and not self.over:
-            rows = [c.row() for c in self.connections.values()] if self._connections_changed else None
-            self.store.write_alarms(self._alarm_writes, alarm_math.earliest(self.alarms.values()), connections=rows)
+        connections opened (with their attachments) and closed since the last flush."""
+        if (self._alarm_writes or self._connection_writes) and not self.over:
+            writes = self._connection_writes
+            self.store.write_alarms(self._alarm_writes, alarm_math.earliest(self.alarms.values()),
+                                    connections_added=[c.row() for c in writes.values() if c is not None],
+                                    connections_removed=[i for i, c in writes.items() if c is None])
             self._alarm_writes = []
-            self._connections_changed = False
+            self._connection_writes = {}
             self._report_alarm()
 
     def _report_alarm(self) -> None:
@@ -660,15 +667,16 @@ class Actor:
             previous = self.by_player.get(conn.player)
             if previous is not None and previous is not conn:
                 previous.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
-                self.connections.pop(previous.id, None)
+                if self.connections.pop(previous.id, None) is not None:
+                    self._connection_writes[previous.id] = None
             self.by_player[conn.player] = conn
             self._set_alarm(grace_name(conn.player), None)
         self.connections[conn.id] = conn
-        self._connections_changed = True
+        self._connection_writes[conn.id] = conn
 
     def _detach(self, conn: Connection, left: bool = False) -> None:
         if self.connections.pop(conn.id, None) is not None:
-            self._connections_changed = True
+            self._connection_writes[conn.id] = None
         if self.by_player.get(conn.player) is conn:
             del self.by_player[conn.player]
             if not left and conn.player in self.sim.seated and not self.over:
