@@ -17,6 +17,10 @@ waits for room (TCP backpressure on that client alone); if none frees up within 
 the connection is closed with 1013 and the message is not accepted. Nothing accepted into the
 inbox is ever dropped, and nothing is acknowledged before it is committed.
 
+Spectators: a match admits `max_spectators` spectator connections, one spectator id
+`max_spectator_connections` of them; a join past either is refused with 1013 (try again later),
+at once if the match is full when the join is drained, so that a flood costs no step.
+
 Hibernation: a match that is not ticking and has had nothing to do for `hibernate_after_s`
 writes a snapshot and leaves memory; its node keeps its connections open and wakes it when a
 message or an alarm arrives.
@@ -167,6 +171,8 @@ class Actor:
         # The file's `connections` table, changed row by row: conn id -> the connection to record
         # (None: its row goes), not yet committed. A join or a leave writes one row, whatever the count.
         self._connection_writes: dict[int, Connection | None] = {}
+        self.spectators = 0  # spectator connections attached (capped by config.max_spectators)
+        self._spectating: dict[str, int] = {}  # spectator id -> its attached spectator connections
         self.paused = False
         self.hibernated = False
         self.failure_recorded = False  # a failure (status failed) is in the match file, not only in memory
@@ -511,6 +517,17 @@ class Actor:
             if conn in self._arriving:
                 self._arriving.remove(conn)
                 conn.refuse(protocol.CLOSE_NORMAL, "closed")
+        # Spectators past a cap already are refused now: a flood of them on a full match costs no
+        # step (the cap is checked again as each one is attached).
+        if self._arriving:
+            waiting = []
+            for conn in self._arriving:
+                refusal = self._spectator_refusal(conn)
+                if refusal is None:
+                    waiting.append(conn)
+                else:
+                    conn.refuse(protocol.CLOSE_TRY_AGAIN, refusal)
+            self._arriving = waiting
         return commands
 
     def _roster_committed(self) -> None:
@@ -620,6 +637,10 @@ class Actor:
                 reason = rejection.message if rejection else "not seated"
                 conn.refuse(protocol.CLOSE_JOIN_REFUSED, reason)
                 continue
+            refusal = self._spectator_refusal(conn)
+            if refusal is not None:
+                conn.refuse(protocol.CLOSE_TRY_AGAIN, refusal)
+                continue
             self._attach(conn)
             conn.send(protocol.encode_server(self._welcome(conn), conn.fmt))
             if conn.resume_tick is not None:
@@ -662,6 +683,18 @@ class Actor:
 
     # -- connections --------------------------------------------------------------------------
 
+    def _spectator_refusal(self, conn: Connection) -> str | None:
+        """Why a spectator connection cannot join now (close 1013: a seat may free up), or None."""
+        if conn.role == PLAYER:
+            return None  # one connection per player: a newer one replaces the older (4009)
+        config = self.config
+        if self.spectators >= config.max_spectators:
+            return f"the match has {config.max_spectators} spectators, its most: try again later"
+        if self._spectating.get(conn.player, 0) >= config.max_spectator_connections:
+            return (f"{config.max_spectator_connections} spectator connections of this player are open, "
+                    f"the most: try again later")
+        return None
+
     def _attach(self, conn: Connection) -> None:
         if conn.role == PLAYER:
             previous = self.by_player.get(conn.player)
@@ -671,12 +704,20 @@ class Actor:
                     self._connection_writes[previous.id] = None
             self.by_player[conn.player] = conn
             self._set_alarm(grace_name(conn.player), None)
+        elif conn.id not in self.connections:
+            self.spectators += 1
+            self._spectating[conn.player] = self._spectating.get(conn.player, 0) + 1
         self.connections[conn.id] = conn
         self._connection_writes[conn.id] = conn
 
     def _detach(self, conn: Connection, left: bool = False) -> None:
         if self.connections.pop(conn.id, None) is not None:
             self._connection_writes[conn.id] = None
+            if conn.role != PLAYER:
+                self.spectators -= 1
+                left_open = self._spectating.pop(conn.player) - 1
+                if left_open:
+                    self._spectating[conn.player] = left_open
         if self.by_player.get(conn.player) is conn:
             del self.by_player[conn.player]
             if not left and conn.player in self.sim.seated and not self.over:
@@ -687,6 +728,8 @@ class Actor:
             conn.close(code, reason)
             self.connections.pop(conn.id, None)
         self.by_player.clear()
+        self.spectators = 0
+        self._spectating.clear()
 
     def _refuse_waiting(self) -> None:
         """Answer every connection still waiting to join: the match is gone (or hibernating: the

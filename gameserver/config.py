@@ -21,6 +21,10 @@ class NodeConfig:
     late_threshold_s: float = 0.025  # a tick that starts later than this after its deadline is late
     events_on_resume: int = 1000  # events replayed to a client that resumes
     limits: Limits = Limits()
+    # spectator connections one match admits, and one spectator id (a token's player) holds to one
+    # match; past either the join is refused with 1013 (try again later). A player has one connection.
+    max_spectators: int = attrs.field(default=64, validator=attrs.validators.ge(0))
+    max_spectator_connections: int = attrs.field(default=4, validator=attrs.validators.ge(0))
     token_ttl_s: float = 3600.0
     hibernate_after_s: float = 10.0  # a match not ticking and idle this long leaves memory (inf: never)
     alarm_max_retries: int = 6  # a game alarm whose handler raised this many times more is recorded as failed

@@ -85,6 +85,7 @@ HOLD_TIMEOUT_S = 900.0  # every client process has connected everything
 SETTLE_TIMEOUT_S = 600.0  # every match hibernated once its clients connected
 TRIM_WAIT_S = 3.0  # after the last hibernation, before reading RSS: the node trims the heap 1 s after one
 SERVER_READY_TIMEOUT_S = 30.0
+MAX_SPECTATORS = 1_000_000  # the server's cap per match (default 64), raised: --bare spectators watch one match
 
 
 @attrs.define
@@ -552,7 +553,8 @@ def _start_server(work: Path, workers: int, cpus: list[int] | None) -> Server:
     process = subprocess.Popen(
         [sys.executable, "-m", "tools.cli", "--log-level", "WARNING", "up", "--data-dir", str(work / "data"),
          "--port", "0", "--ready-file", str(ready), "--hibernate-after", str(HIBERNATE_AFTER_S),
-         "--game", "tools.bench_hibernation:Tally", "--workers", str(workers)],
+         "--game", "tools.bench_hibernation:Tally", "--workers", str(workers),
+         "--max-spectators", str(MAX_SPECTATORS)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))  # noqa: SIM115 (the server's)
     _pin(process.pid, cpus)  # its workers inherit it
     deadline = time.monotonic() + SERVER_READY_TIMEOUT_S

@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="retries of a raising alarm handler before it is recorded as failed (default 6)")
     up.add_argument("--retention-days", type=_non_negative_float, default=0.0,
                     help="delete a finished match's file this many days after it ended (default 0: keep)")
+    up.add_argument("--max-spectators", type=_non_negative_int, default=64,
+                    help="spectator connections one match admits; more are refused with 1013 (default 64)")
+    up.add_argument("--max-spectator-connections", type=_non_negative_int, default=4,
+                    help="spectator connections one spectator id holds to one match; more are refused with "
+                         "1013 (default 4)")
     up.add_argument("--ready-file", type=Path, default=None, help="write the URLs as JSON here once serving")
     up.add_argument("--queues", type=Path, default=None, metavar="FILE",
                     help="matchmaking queues (TOML, see docs/matchmaking.md; default: one queue per demo game)")
@@ -276,7 +281,8 @@ def _up(args: argparse.Namespace) -> int:
         games[cls.name] = cls
     node = NodeConfig(data_dir=args.data_dir, snapshot_every=args.snapshot_every, synchronous=args.synchronous,
                       token_ttl_s=args.token_ttl, hibernate_after_s=args.hibernate_after,
-                      alarm_max_retries=args.alarm_retries, retention_days=args.retention_days)
+                      alarm_max_retries=args.alarm_retries, retention_days=args.retention_days,
+                      max_spectators=args.max_spectators, max_spectator_connections=args.max_spectator_connections)
     queues = None
     if args.queues is not None:
         try:

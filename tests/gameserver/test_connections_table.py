@@ -102,7 +102,7 @@ def expected(conns):
 
 async def test_joins_cost_the_same_with_many_spectators_and_the_table_survives_hibernation_and_restart(
         tmp_path, autojump_clock):
-    config = NodeConfig(data_dir=tmp_path, hibernate_after_s=10)
+    config = NodeConfig(data_dir=tmp_path, hibernate_after_s=10, max_spectators=1000)
     async with trio.open_nursery() as nursery:
         node = Node(config, {"connect_four": ConnectFour}, wall_clock=wall, offload=False)
         await nursery.start(node.run)
@@ -141,5 +141,26 @@ async def test_joins_cost_the_same_with_many_spectators_and_the_table_survives_h
         await nursery.start(node.run)
         again = await watch(node, match_id, "back", {"after": "restart"})
         assert recorded(tmp_path, match_id) == expected([again])  # the rows of the last run are gone
+        await node.shutdown()
+        nursery.cancel_scope.cancel()
+
+
+async def test_spectators_kept_through_hibernation_count_toward_the_cap(tmp_path, autojump_clock):
+    config = NodeConfig(data_dir=tmp_path, hibernate_after_s=10, max_spectators=2)
+    async with trio.open_nursery() as nursery:
+        node = Node(config, {"connect_four": ConnectFour}, wall_clock=wall, offload=False)
+        await nursery.start(node.run)
+        match_id = (await node.create_match("connect_four")).match_id
+        first = await watch(node, match_id, "fan0")
+        await watch(node, match_id, "fan1")
+        await trio.sleep(11)
+        assert match_id in node.hibernated and match_id not in node.actors
+        late = spectator(match_id, "fan2")
+        assert await node.submit(match_id, JoinRequest(late))  # wakes the match, which adopts both
+        await late.admitted.wait()
+        assert late.admission_error == (1013, "the match has 2 spectators, its most: try again later")
+        node.disconnected(match_id, first)
+        assert (await watch(node, match_id, "fan2")).role == "spectator"  # the place freed is taken
+        assert node.actors[match_id].spectators == 2
         await node.shutdown()
         nursery.cancel_scope.cancel()
