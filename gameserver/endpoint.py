@@ -17,7 +17,7 @@ import trio
 from . import protocol, tokens, wsserver
 from .actor import InputMessage, JoinRequest, LeaveRequest
 from .connection import Connection
-from .node import MatchNotFound, MatchOver, MatchUnavailable, Node, NodeClosing
+from .node import MatchFailed, MatchNotFound, MatchOver, MatchStorageUnavailable, MatchUnavailable, Node, NodeClosing
 from .session import Authenticate, Close, LeaveMatch, Send, Session, Submit
 from .wsserver import ConnectionClosed, Request, WebSocket
 
@@ -151,11 +151,14 @@ class Endpoint:
         except MatchNotFound as error:
             await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
             return None
-        except MatchOver as error:
+        except (MatchOver, MatchFailed) as error:
             await close(ws, protocol.CLOSE_MATCH_OVER, str(error))
             return None
         except NodeClosing as error:
             await close(ws, protocol.CLOSE_GOING_AWAY, str(error))
+            return None
+        except MatchStorageUnavailable as error:  # the file is fine, the storage refuses it now
+            await close(ws, protocol.CLOSE_TRY_AGAIN, str(error))
             return None
         except MatchUnavailable as error:
             await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
@@ -198,8 +201,10 @@ class Endpoint:
             return await self.node.submit(conn.match_id, item)
         except NodeClosing:
             conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
-        except MatchOver:
+        except (MatchOver, MatchFailed):
             conn.close(protocol.CLOSE_MATCH_OVER, "the match is over")
+        except MatchStorageUnavailable as error:
+            conn.close(protocol.CLOSE_TRY_AGAIN, str(error))
         except (MatchNotFound, MatchUnavailable) as error:
             conn.close(protocol.CLOSE_MATCH_NOT_FOUND, str(error))
         return True  # answered by the close

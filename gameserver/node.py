@@ -65,6 +65,18 @@ class MatchUnavailable(NodeError):
     code = "match_unavailable"
 
 
+class MatchStorageUnavailable(MatchUnavailable):
+    """The storage refuses the match's file now (a full disk, a read-only data directory, an I/O
+    error): the file is not damaged, and the match is tried again later (clients: 1013)."""
+
+    code = "storage_unavailable"
+
+
+class MatchFailed(MatchUnavailable):
+    """The match failed while it ran (its storage failed, or its file turned out damaged): it is
+    over for this node (clients: 4012)."""
+
+
 class WrongWorker(MatchNotFound):
     """The match belongs to another worker of this server (`arbiter up --workers N`): the client used
     a WebSocket URL that is not its match's, or the number of workers changed since it got it."""
@@ -367,7 +379,7 @@ class Node:
             if self.closing:
                 raise NodeClosing("the node is shutting down")
             if match_id in self.failed:
-                raise MatchUnavailable(f"match {match_id} failed: {self.failed[match_id]}")
+                raise MatchFailed(f"match {match_id} failed: {self.failed[match_id]}")
             actor = self.actors.get(match_id)
             if actor is not None and not actor.finished.is_set():
                 return actor
@@ -432,7 +444,7 @@ class Node:
         assert self._nursery is not None, "Node.run must be running"
         await self._nursery.start(self._run_actor, actor)
         if actor.over:  # its first write failed
-            raise MatchUnavailable(f"match {match_id} failed: {actor.status_reason}")
+            raise MatchFailed(f"match {match_id} failed: {actor.status_reason}")
         return actor
 
     def _load_failed(self, match_id: str, path: Path, error: Exception) -> NoReturn:
@@ -440,12 +452,12 @@ class Node:
         list of unfinished matches; one the storage refused (full, read-only) stays, and the match is
         tried again in STORAGE_RETRY_S (or at the next connection) so that its alarms still fire."""
         self._report_broken(path, str(error))
+        why = str(error).removeprefix(f"{path}: ")  # clients are told why, not where: the path stays in the report
         if isinstance(error, storage.StorageUnavailable):
             self.scheduler.set(match_id, self.wall_clock() + STORAGE_RETRY_S, exact=True)
-        else:
-            self.unfinished.pop(match_id, None)
-        # Clients are told why, not where: the path stays in the report.
-        raise MatchUnavailable(f"match {match_id} cannot be loaded: {str(error).removeprefix(f'{path}: ')}") from None
+            raise MatchStorageUnavailable(f"try again later: match {match_id} cannot be loaded now: {why}") from None
+        self.unfinished.pop(match_id, None)
+        raise MatchUnavailable(f"match {match_id} cannot be loaded: {why}") from None
 
     async def _run_actor(self, actor: Actor, task_status: trio.TaskStatus[None]) -> None:
         self.actors[actor.match_id] = actor
@@ -656,4 +668,5 @@ def _alive(pid: int) -> bool:
 
 
 __all__ = ["Node", "NodeError", "UnknownGame", "InvalidParams", "MatchNotFound", "MatchUnavailable",
-           "MatchOver", "NameTaken", "NodeClosing", "WrongWorker", "StorageFailed", "BrokenFile"]
+           "MatchStorageUnavailable", "MatchFailed", "MatchOver", "NameTaken", "NodeClosing", "WrongWorker",
+           "StorageFailed", "BrokenFile"]

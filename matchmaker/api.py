@@ -32,12 +32,13 @@ from matchmaker.ticket_fast_path import TicketFastPath
 from matchmaker.replay_api import replay_routes
 from gameserver.replay_server import ReplayStreams
 from matchmaker.http_common import MAX_BODY_BYTES, BodyLimit, PLAYER_ID_PATTERN, PROBLEM, ApiError, Problem, Strict, problem
-from gameserver.node import (InvalidParams, MatchNotFound, MatchUnavailable, NameTaken, Node, NodeClosing, NodeError,
-                             StorageFailed, UnknownGame, WrongWorker)
+from gameserver.node import (InvalidParams, MatchFailed, MatchNotFound, MatchStorageUnavailable, MatchUnavailable,
+                             NameTaken, Node, NodeClosing, NodeError, StorageFailed, UnknownGame, WrongWorker)
 
 _STATUS_OF: dict[type[NodeError], int] = {
     UnknownGame: 422, InvalidParams: 422, NameTaken: 409, MatchNotFound: 404, MatchUnavailable: 409,
-    NodeClosing: 503, WrongWorker: 404, WorkerUnavailable: 503, StorageFailed: 503,
+    NodeClosing: 503, WrongWorker: 404, WorkerUnavailable: 503, StorageFailed: 503, MatchStorageUnavailable: 503,
+    MatchFailed: 409,
 }
 
 

@@ -15,15 +15,16 @@ from typing import Any
 import trio
 
 from gameserver import control
-from gameserver.node import (InvalidParams, MatchNotFound, MatchOver, MatchUnavailable, NameTaken, NodeClosing,
-                             NodeError, StorageFailed, UnknownGame, WrongWorker)
+from gameserver.node import (InvalidParams, MatchFailed, MatchNotFound, MatchOver, MatchStorageUnavailable,
+                             MatchUnavailable, NameTaken, NodeClosing, NodeError, StorageFailed, UnknownGame,
+                             WrongWorker)
 from matchmaker.hosts import WorkerUnavailable
 
 log = logging.getLogger("arbiter.workers")
 
 _ERRORS: dict[str, type[NodeError]] = {cls.__name__: cls for cls in (
     NodeError, UnknownGame, InvalidParams, MatchNotFound, MatchUnavailable, NodeClosing, MatchOver, NameTaken,
-    WrongWorker, StorageFailed)}
+    WrongWorker, StorageFailed, MatchStorageUnavailable, MatchFailed)}
 INTERNAL = "internal"
 CALL_TIMEOUT_S = 60.0  # a worker that does not answer this long is treated as gone for that call
 MAX_IN_FLIGHT = 1024  # requests waiting for one worker's answers; more callers wait their turn

@@ -22,7 +22,7 @@ from gameserver.actor import InputMessage
 from gameserver.config import NodeConfig
 from gameserver.games.arena import Arena
 from gameserver.games.connect_four import ConnectFour
-from gameserver.node import MatchUnavailable, Node, StorageFailed
+from gameserver.node import MatchFailed, MatchStorageUnavailable, MatchUnavailable, Node, StorageFailed
 from gameserver.protocol import Input
 from gameserver.recovery import restore
 from gameserver.storage import MatchStore
@@ -110,7 +110,7 @@ async def test_a_full_disk_fails_that_match_cleanly_and_the_others_go_on(node, a
     status = await node.describe(actor_a.match_id)
     assert status["status"] == "failed" and "database or disk is full" in status["status_reason"]
     assert "database or disk is full" in node.broken[str(path)].reason
-    with pytest.raises(MatchUnavailable, match="disk is full"):
+    with pytest.raises(MatchFailed, match="disk is full"):  # over for this node (clients: 4012)
         await node.actor(actor_a.match_id)
     # nothing acknowledged was lost, and the file is whole: it verifies up to its last committed tick
     assert 5 <= seen < sent
@@ -245,8 +245,9 @@ async def test_a_match_the_storage_refuses_to_open_stays_known_and_is_tried_agai
         node = Node(config, GAMES, offload=False, wall_clock=wall)
         await nursery.start(node.run)
         monkeypatch.setattr(MatchStore, "open", classmethod(unwritable))
-        with pytest.raises(MatchUnavailable, match="readonly"):
+        with pytest.raises(MatchStorageUnavailable, match="readonly") as refused:  # clients: 1013
             await node.actor(meta.match_id)
+        assert refused.value.code == "storage_unavailable" and str(refused.value).startswith("try again later")
         path = str(storage.match_path(tmp_path, meta.match_id))
         assert "storage error" in node.broken[path].reason
         assert meta.match_id in node.unfinished  # not damaged: still a match of this node

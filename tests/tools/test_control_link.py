@@ -66,3 +66,15 @@ async def test_a_worker_that_goes_away_fails_its_waiting_calls_and_later_ones(pa
             await link.call("status")
         with pytest.raises(WorkerUnavailable):
             await link.call("status")
+
+
+def test_every_node_error_of_the_node_crosses_as_its_own_class():
+    """A class missing from the registry would reach the HTTP API as a worker's bug (500)."""
+    from gameserver import node
+    from tools.control_link import error_from_wire
+
+    for name in node.__all__:
+        cls = getattr(node, name)
+        if isinstance(cls, type) and issubclass(cls, node.NodeError):
+            again = error_from_wire(error_to_wire(cls("why")))
+            assert type(again) is cls and str(again) == "why"

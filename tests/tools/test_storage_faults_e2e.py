@@ -121,12 +121,15 @@ async def test_a_read_only_data_directory(running, tmp_path, caplog):
                 # the live match goes on: its files are open
                 await acknowledged(alice, await alice.send_input({"dx": 0, "dy": 1}))
                 # the hibernated one cannot be woken (SQLite cannot create its log): the player is told
-                # why, the file is listed as unusable with the reason, and is not touched
+                # to try again later (1013) and why, the file is listed as unusable with the reason, and
+                # is not touched
+                p1.reconnect = False  # to see the close, instead of the client trying again
                 await p1.send_input({"column": 3})
                 with pytest.raises(MatchClosed) as closed:
                     while True:
                         await p1.receive()
-                assert closed.value.code == 4004 and "storage error" in closed.value.reason
+                assert closed.value.code == 1013 and closed.value.reason.startswith("try again later")
+                assert "storage error" in closed.value.reason
                 unusable = (await http._call("GET", "/v1/node/unusable"))
                 assert [u["path"] for u in unusable] == [str(board_path)]
                 assert "storage error" in unusable[0]["reason"]
