@@ -27,6 +27,12 @@ class WorkerUnavailable(NodeError):
     code = "worker_unavailable"
 
 
+class WorkerError(Exception):
+    """A worker failed on a request (a bug there, logged by the worker): the HTTP answer is a 500.
+    Not a NodeError: nothing the caller did; callers that must go on (the matchmaker's placement)
+    catch it by name."""
+
+
 @attrs.frozen
 class Created:
     match_id: str

@@ -36,6 +36,7 @@ from gameserver.simulation import NO_SHOW_PREFIX
 from matchmaker.backfill import BackfillFill, BackfillRequest, fill_backfills
 from matchmaker.book import MATCHED, NO_SHOW, QUEUED, Assignment, BookError, Entry, TicketBook
 from matchmaker.forming import FormedMatch, form_matches
+from matchmaker.hosts import WorkerError
 from matchmaker.placement import Placement
 from matchmaker.queues import Mode
 from matchmaker.tickets import Ticket
@@ -209,9 +210,10 @@ class Matchmaker:
             try:
                 placed = await self.placement.create(mode.game, dict(mode.params), roster=list(formed.players),
                                                      lobby_s=mode.seat_hold_s, labels=labels)
-            except (NodeError, OSError) as error:
+            except (NodeError, WorkerError, OSError) as error:
                 # The tickets stay queued: the next periodic pass tries again (not at once, so that
-                # a node that cannot create matches is not asked in a tight loop).
+                # a node that cannot create matches is not asked in a tight loop). With workers the
+                # placement is a call to one: WorkerUnavailable (a NodeError) or WorkerError.
                 log.error("placing a %s match failed: %s", mode.queue, error)
                 return
             now = self.clock()
@@ -291,7 +293,7 @@ class Matchmaker:
                 return  # the match finished meanwhile: the tickets stay queued
             try:
                 await self.placement.reserve(fill.match_id, list(fill.players))
-            except NodeError as error:
+            except (NodeError, WorkerError) as error:  # the tickets stay queued
                 log.info("backfill of %s not placed: %s", fill.match_id, error)
                 self._backfills.pop(fill.match_id, None)
                 return
@@ -323,8 +325,8 @@ class Matchmaker:
         await trio.sleep(mode.backfill_hold_s)
         try:
             seated = set(await self.placement.seated(fill.match_id))
-        except NodeError:
-            return  # the match is over
+        except (NodeError, WorkerError):
+            return  # the match is over (or its worker failed to say: its players keep their seats)
         missing = [p for p in fill.players if p not in seated]
         for player in fill.players:
             backfill.pending.pop(player, None)
@@ -333,7 +335,7 @@ class Matchmaker:
         now = self.clock()
         try:
             await self.placement.reserve(fill.match_id, missing, release=True)
-        except NodeError:
+        except (NodeError, WorkerError):
             return
         for ticket_id in fill.ticket_ids:
             entry = self.book.get(ticket_id)

@@ -18,7 +18,7 @@ from gameserver import control
 from gameserver.node import (InvalidParams, MatchFailed, MatchNotFound, MatchOver, MatchStorageUnavailable,
                              MatchUnavailable, NameTaken, NodeClosing, NodeError, StorageFailed, UnknownGame,
                              WrongWorker)
-from matchmaker.hosts import WorkerUnavailable
+from matchmaker.hosts import WorkerError, WorkerUnavailable
 
 log = logging.getLogger("arbiter.workers")
 
@@ -29,10 +29,6 @@ INTERNAL = "internal"
 CALL_TIMEOUT_S = 60.0  # a worker that does not answer this long is treated as gone for that call
 MAX_IN_FLIGHT = 1024  # requests waiting for one worker's answers; more callers wait their turn
 RECEIVE_BYTES = 256 * 1024
-
-
-class WorkerError(Exception):
-    """A worker failed on a request (a bug there, logged by the worker): the HTTP answer is a 500."""
 
 
 def error_to_wire(error: BaseException) -> dict[str, str]:
