@@ -11,7 +11,6 @@ The frame codec and the handshake's checks are pure (websocket.py).
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ import h11
 import trio
 
 from . import readiness, websocket
+from .accepting import accept_forever
 from .websocket import HandshakeError, Parser, WebSocketError
 
 log = logging.getLogger("arbiter.wsserver")
@@ -365,28 +365,11 @@ def _listen(host: str, port: int, backlog: int) -> list[socket.socket]:
 
 async def _accept_loop(nursery: trio.Nursery, listener: socket.socket, handler, max_message: int,
                        handshake_timeout: float) -> None:
-    while True:
-        await trio.lowlevel.wait_readable(listener)
-        while True:
-            try:
-                sock, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("cannot accept a connection: %s; pausing accepts for 100 ms", error)
-                    await trio.sleep(0.1)
-                    break
-                if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
-                    continue
-                raise
-            sock.setblocking(False)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            watch(sock)
-            nursery.start_soon(_connection, sock, handler, max_message, handshake_timeout)
+    def started(sock: socket.socket, _address) -> None:
+        watch(sock)
+        nursery.start_soon(_connection, sock, handler, max_message, handshake_timeout)
+
+    await accept_forever(listener, started, "a WebSocket")
 
 
 async def _connection(sock: socket.socket, handler, max_message: int, handshake_timeout: float) -> None:

@@ -23,7 +23,6 @@ cancelled.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import socket
@@ -39,6 +38,7 @@ import h11
 import trio
 
 from gameserver import websocket, wsserver
+from gameserver.accepting import accept_forever
 
 log = logging.getLogger("arbiter.http")
 
@@ -164,30 +164,13 @@ def _listen(host: str, port: int, backlog: int) -> list[socket.socket]:
 
 async def _accept_loop(listener: socket.socket, nursery: trio.Nursery, server: Server, settings: _Settings,
                        live: set[_Connection]) -> None:
-    while True:
-        await trio.lowlevel.wait_readable(listener)
-        while True:
-            try:
-                sock, address = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("cannot accept an HTTP connection: %s; pausing accepts for 100 ms", error)
-                    await trio.sleep(0.1)
-                    break
-                if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
-                    continue
-                raise
-            sock.setblocking(False)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            connection = _Connection(sock, address, settings)
-            live.add(connection)
-            server.connections += 1
-            nursery.start_soon(_run_connection, connection, server, live)
+    def started(sock: socket.socket, address) -> None:
+        connection = _Connection(sock, address, settings)
+        live.add(connection)
+        server.connections += 1
+        nursery.start_soon(_run_connection, connection, server, live)
+
+    await accept_forever(listener, started, "an HTTP")
 
 
 async def _run_connection(connection: _Connection, server: Server, live: set[_Connection]) -> None:
