@@ -14,6 +14,30 @@ log = logging.getLogger(__name__)
 ACCEPTS_PER_TURN = 32  # connections accepted before the loop lets other tasks run
 
 
+def listen(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Non-blocking listening sockets on every address `host` resolves to, all on one port (a free
+    one if `port` is 0); IPv6 sockets are IPv6-only so that both families can share the port."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys((i[0], i[1], i[2], i[3], i[4]) for i in infos):
+            sock = socket.socket(family, kind, proto)
+            listeners.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and listeners[0] is not sock:  # the same free port on every address
+                address = (address[0], listeners[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
+
+
 async def accept_forever(listener: socket.socket, started: Callable[[socket.socket, Any], None], what: str) -> None:
     """Accept connections on a non-blocking listener for ever; hand each (non-blocking, TCP_NODELAY)
     socket and its address to `started`, which starts its task. Running out of file descriptors or

@@ -19,7 +19,7 @@ import h11
 import trio
 
 from . import readiness, websocket
-from .accepting import accept_forever
+from .accepting import accept_forever, listen
 from .websocket import HandshakeError, Parser, WebSocketError
 
 log = logging.getLogger("arbiter.wsserver")
@@ -329,7 +329,7 @@ async def serve(handler: Callable[[Request], Awaitable[None]], host: str, port: 
                 max_message: int, handshake_timeout: float = 10.0, backlog: int = 4096,
                 task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Listen on host:port (every address it resolves to); run `handler` for each handshake."""
-    listeners = _listen(host, port, backlog)
+    listeners = listen(host, port, backlog)
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
@@ -339,28 +339,6 @@ async def serve(handler: Callable[[Request], Awaitable[None]], host: str, port: 
         for listener in listeners:
             trio.lowlevel.notify_closing(listener)
             listener.close()
-
-
-def _listen(host: str, port: int, backlog: int) -> list[socket.socket]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    listeners: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in dict.fromkeys((i[0], i[1], i[2], i[3], i[4]) for i in infos):
-            sock = socket.socket(family, kind, proto)
-            listeners.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and listeners[0] is not sock:  # the same free port on every address
-                address = (address[0], listeners[0].getsockname()[1], *address[2:])
-            sock.bind(address)
-            sock.listen(backlog)
-            sock.setblocking(False)
-    except OSError:
-        for sock in listeners:
-            sock.close()
-        raise
-    return listeners
 
 
 async def _accept_loop(nursery: trio.Nursery, listener: socket.socket, handler, max_message: int,

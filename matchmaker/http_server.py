@@ -38,7 +38,7 @@ import h11
 import trio
 
 from gameserver import websocket, wsserver
-from gameserver.accepting import accept_forever
+from gameserver.accepting import accept_forever, listen
 
 log = logging.getLogger("arbiter.http")
 
@@ -83,7 +83,7 @@ async def serve(app: App, host: str, port: int, *, shutdown: trio.Event | None =
                 graceful_s: float = 5.0, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` on host:port (every address the name resolves to; port 0: a free port, the same on
     each) until `shutdown` is set (or the task is cancelled)."""
-    listeners = _listen(host, port, backlog)
+    listeners = listen(host, port, backlog)
     server = Server(listeners)
     settings = _Settings(app, keep_alive_s, read_timeout_s, write_timeout_s)
     live: set[_Connection] = set()
@@ -138,28 +138,6 @@ def _close(sock: socket.socket) -> None:
     if sock.fileno() != -1:
         trio.lowlevel.notify_closing(sock)
         sock.close()
-
-
-def _listen(host: str, port: int, backlog: int) -> list[socket.socket]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    listeners: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in dict.fromkeys((i[0], i[1], i[2], i[3], i[4]) for i in infos):
-            sock = socket.socket(family, kind, proto)
-            listeners.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and listeners[0] is not sock:  # the same free port on every address
-                address = (address[0], listeners[0].getsockname()[1], *address[2:])
-            sock.bind(address)
-            sock.listen(backlog)
-            sock.setblocking(False)
-    except OSError:
-        for sock in listeners:
-            sock.close()
-        raise
-    return listeners
 
 
 async def _accept_loop(listener: socket.socket, nursery: trio.Nursery, server: Server, settings: _Settings,
