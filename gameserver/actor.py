@@ -151,6 +151,7 @@ class Actor:
         self.status = RUNNING if meta.status == CREATED or (meta.status == LOBBY_STATUS and sim.started) else meta.status
         self.status_reason = meta.status_reason
         self.config = config
+        self._limits = config.limits.announced()  # the session's limits, told to clients in the welcome
         self.metrics = metrics
         self.wall_clock = wall_clock
         self.alarms: dict[str, Alarm] = {a.name: a for a in alarms or []}
@@ -679,7 +680,7 @@ class Actor:
         return {"t": "welcome", "match": self.match_id, "player": conn.player, "role": conn.role,
                 "game": self.game.name, "tick_rate": self.game.tick_rate, "tick": sim.tick,
                 "status": self.status, "last_seq": sim.last_seq.get(conn.player, 0), "acks": dict(sim.last_seq),
-                "state": self._view(self._audience(conn))}
+                "limits": self._limits, "state": self._view(self._audience(conn))}
 
     # -- connections --------------------------------------------------------------------------
 

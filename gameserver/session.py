@@ -65,6 +65,11 @@ class Limits:
     ping_burst: float = 20.0
     auth_timeout_s: float = 10.0
 
+    def announced(self) -> dict[str, float]:
+        """The limits a `welcome` tells the client (its `limits` field), so it can pace itself."""
+        return {"input_rate": self.input_rate, "input_burst": self.input_burst, "ping_rate": self.ping_rate,
+                "ping_burst": self.ping_burst, "error_rate": self.error_rate, "error_burst": self.error_burst}
+
 
 class Session:
     def __init__(self, fmt: str, now: float, limits: Limits = Limits()):
