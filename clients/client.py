@@ -14,13 +14,19 @@ The client numbers inputs itself (`seq` from 1) and keeps every input the server
 acknowledged. When the connection drops for a reason worth retrying (server restart, network,
 overload), `receive` reconnects with backoff, resumes from the last tick it saw, resends the
 unacknowledged inputs (the server drops any it already has) and returns the new `Welcome`.
+
+Inputs go out in `seq` order through one queue, paced to the input limits the server announced in
+its welcome (clients/pacing.py), so the server never refuses one with `rate_limited`: not after a
+long drop (hundreds of resends), not when a burst of inputs reaches it bunched together. An input
+the pacer holds back is sent by a background task as soon as it may (`send_input` has returned its
+seq by then); the pacer waits for acknowledgements, which `receive` reads, so keep receiving.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -30,11 +36,15 @@ import msgpack
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, connect_websocket_url
 
+from clients.pacing import InputPacer
+
 JSON_SUBPROTOCOL = "arbiter.json.v1"
 MSGPACK_SUBPROTOCOL = "arbiter.msgpack.v1"
 # Close codes after which reconnecting cannot help (see docs/protocol.md).
 FINAL_CLOSE_CODES = {1000, 1002, 1007, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012}
-# Error codes that refuse an input for good (rate_limited and not_ready may be sent again).
+# Error codes that refuse an input for good. Inputs refused with another code stay kept until an
+# acknowledgement passes them (a resend after a reconnect that comes first may still count):
+# not_ready, not_started, and rate_limited (also listed in `MatchClient.rate_limited`).
 REFUSED_INPUT_CODES = {"invalid_input", "not_seated", "forbidden"}
 
 
@@ -49,6 +59,7 @@ class Welcome:
     acks: dict[str, int]
     state: Any
     resumed: bool = False
+    limits: dict[str, Any] = attrs.Factory(dict)  # the connection's limits, as the server announced them
 
 
 @attrs.frozen
@@ -214,13 +225,26 @@ class MatchClient:
         self.next_seq = 1
         self.unacked: OrderedDict[int, Any] = OrderedDict()
         self.reconnects = 0
+        # Inputs the server refused with rate_limited: not applied, and never will be (see
+        # docs/protocol.md). The pacing keeps this empty against a server that announces its limits.
+        self.rate_limited: list[int] = []
         self._ws: WebSocketConnection | None = None
         self._stack = AsyncExitStack()
         self._nursery: trio.Nursery | None = None
         self._pending: list[Any] = []
+        # Sending, per connection: the inputs to send on it, in seq order (resends first, then new
+        # ones); those sent on it and not answered yet (acknowledged, or refused with their seq);
+        # the pacer for its announced limits. Only the queue's head is ever sent, under the lock.
+        self._unsent: deque[int] = deque()
+        self._in_flight: deque[int] = deque()
+        self._pacer: InputPacer | None = None
+        self._send_lock = trio.Lock()
+        self._wake = trio.Event()  # set when sending may go on: an answer, a new connection
+        self._leave = False  # leave() was called: send `leave` after the queued inputs
 
     async def __aenter__(self) -> MatchClient:
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        self._nursery.start_soon(self._send_in_background)
         try:
             self._pending.append(await self._connect(resume=False))
         except BaseException:
@@ -243,19 +267,31 @@ class MatchClient:
     # -- sending ------------------------------------------------------------------------------
 
     async def send_input(self, data: Any) -> int:
-        """Send an input; returns its seq. It is kept until acknowledged and resent after a resume."""
+        """Send an input; returns its seq. It is kept until acknowledged and resent after a resume.
+
+        It goes out after every earlier input, when the pacer allows: at once, or after a wait for a
+        token (at most 1/54 s at the default limits: a caller sending faster than the limit is
+        slowed down). While the window is full (inputs awaiting acknowledgement) or the client is
+        reconnecting, it is queued and sent in the background."""
         seq = self.next_seq
         self.next_seq += 1
         self.unacked[seq] = data
-        await self._send_quietly({"t": "input", "seq": seq, "data": data})
+        self._unsent.append(seq)
+        try:
+            await self._send_queued(until=seq)
+        finally:
+            if self._unsent:
+                self._wake.set()
         return seq
 
     async def ping(self, ping_id: Any = None) -> None:
         await self._send_quietly({"t": "ping", "id": ping_id})
 
     async def leave(self) -> None:
-        """Give up the seat for good; the server closes the connection with 1000."""
-        await self._send_quietly({"t": "leave"})
+        """Give up the seat for good; the server closes the connection with 1000. Sent after the
+        inputs still queued, so that they count."""
+        self._leave = True
+        await self._send_queued(until=None, wait=False)
 
     async def _send_quietly(self, frame: dict) -> None:
         """Send if connected; after a drop, `receive` reconnects and resends unacked inputs."""
@@ -265,6 +301,58 @@ class MatchClient:
             await self._ws.send_message(self._encode(frame))
         except ConnectionClosed:
             pass
+
+    async def _send_queued(self, *, until: int | None, wait: bool = True) -> None:
+        """Send the queue's head while the pacer allows, up to seq `until` (None: all), then a
+        requested leave. Stops when the window is full or there is no connection (the background
+        sender goes on when that changes); waits for tokens if `wait`, else leaves that to it."""
+        unsent = self._unsent  # one deque for the client's life: a new connection refills it
+        async with self._send_lock:
+            while unsent and (until is None or unsent[0] <= until):
+                seq = unsent[0]
+                if seq not in self.unacked:  # acknowledged by a welcome, or refused, meanwhile
+                    unsent.popleft()
+                    continue
+                ws, pacer = self._ws, self._pacer
+                if ws is None or pacer is None:
+                    return  # reconnecting: the welcome queues it again
+                now = trio.current_time()
+                delay = pacer.delay(now, len(self._in_flight))
+                if delay is None:
+                    return  # the window is full: an acknowledgement wakes the background sender
+                if delay > 0:
+                    if not wait:
+                        self._wake.set()
+                        return
+                    await trio.sleep(delay)
+                    continue  # the connection, the queue and the window may all have changed
+                pacer.sent(now)
+                unsent.popleft()
+                self._in_flight.append(seq)
+                try:
+                    await ws.send_message(self._encode({"t": "input", "seq": seq, "data": self.unacked[seq]}))
+                except ConnectionClosed:
+                    return  # receive() reconnects; the welcome queues what is unacknowledged again
+            if self._leave and not unsent and self._ws is not None:
+                self._leave = False
+                await self._send_quietly({"t": "leave"})
+
+    async def _send_in_background(self) -> None:
+        """Send what `send_input` left queued, whenever sending may go on."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await self._send_queued(until=None)
+
+    def _answered(self, seq: int | None = None) -> None:
+        """Inputs in flight were answered: acknowledged up to `self.acked`, or `seq` refused."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0] <= self.acked:
+            in_flight.popleft()
+        if seq is not None and seq in in_flight:
+            in_flight.remove(seq)
+        if self._unsent or self._leave:
+            self._wake.set()
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -302,8 +390,12 @@ class MatchClient:
             return Event(body["tick"], body["kind"], body.get("data"))
         if kind == "error":
             seq = body.get("seq")
-            if seq is not None and body["code"] in REFUSED_INPUT_CODES:
-                self.unacked.pop(seq, None)  # refused for good: resending it would be refused again
+            if seq is not None:
+                if body["code"] in REFUSED_INPUT_CODES:
+                    self.unacked.pop(seq, None)  # refused for good: resending it would be refused again
+                elif body["code"] == "rate_limited":
+                    self.rate_limited.append(seq)
+                self._answered(seq)
             return Error(body["code"], body["message"], seq)
         if kind == "welcome":
             self.tick = body["tick"]
@@ -311,8 +403,10 @@ class MatchClient:
             self._acknowledge(body["acks"])
             # A seat that already has inputs (a restarted client): number on from the server's count.
             self.next_seq = max(self.next_seq, body["last_seq"] + 1)
+            limits = body.get("limits")
             return Welcome(body["match"], body["player"], body["role"], body["tick"], body["tick_rate"],
-                           body["last_seq"], body["acks"], self._state(body["state"]))
+                           body["last_seq"], body["acks"], self._state(body["state"]),
+                           limits=limits if isinstance(limits, dict) else {})
         return None  # pong, or a message kind this client does not know yet
 
     def _acknowledge(self, acks: dict[str, int]) -> None:
@@ -323,6 +417,7 @@ class MatchClient:
             self.acked = acked
         while self.unacked and next(iter(self.unacked)) <= self.acked:
             self.unacked.popitem(last=False)
+        self._answered()
 
     def _state(self, state: Any) -> Any:
         if self.state_type is None:
@@ -355,21 +450,17 @@ class MatchClient:
             except ConnectionClosed as closed:
                 reason = closed.reason
                 raise MatchClosed(reason.code if reason else None, reason.reason if reason else None) from None
-        # Resend what the server has not acknowledged, in order, on the new connection before anyone
-        # else can send on it: an input sent meanwhile by another task must not overtake the resends
-        # (the server would then drop them as duplicates). Inputs added while we resend go too.
-        sent = message.last_seq
-        try:
-            while True:
-                pending = [(seq, data) for seq, data in self.unacked.items() if seq > sent]
-                if not pending:
-                    break
-                for seq, data in pending:
-                    await ws.send_message(self._encode({"t": "input", "seq": seq, "data": data}))
-                    sent = seq
-        except ConnectionClosed:
-            pass  # dropped again: the next receive reconnects and resends
+        # Queue what the server has not processed, in order, for the new connection, and only then
+        # publish it, in one step: every input goes out through the queue, head first, so an input
+        # sent meanwhile by another task goes after the resends and cannot overtake them (the
+        # server would then drop them as duplicates). The pacer follows the welcome's limits: the
+        # resends of a long drop are spread out, not refused past the burst.
+        self._unsent.clear()
+        self._unsent.extend(seq for seq in self.unacked if seq > message.last_seq)
+        self._in_flight.clear()
+        self._pacer = InputPacer.from_welcome(message.limits, trio.current_time())
         self._ws = ws
+        self._wake.set()
         return attrs.evolve(message, resumed=resume)
 
     async def _reconnect(self, code: int | None, reason: str | None) -> Welcome:

@@ -14,13 +14,61 @@
 // (clients/client.py): it numbers inputs from 1 (or on from welcome.last_seq), keeps each input until
 // the server acknowledges it (acks[me] >= seq), and when the connection drops for a reason worth
 // retrying it reconnects with backoff, resumes from the last tick it saw and resends the inputs the
-// server has not processed. See docs/web.md.
+// server has not processed. Inputs go out in seq order through one queue, paced to the limits the
+// welcome announces (InputPacer below), so the server never refuses one as rate_limited, not even
+// the hundreds of resends after a long drop. See docs/web.md and docs/protocol.md ("Pacing inputs").
 
 export const JSON_SUBPROTOCOL = "arbiter.json.v1";
 // Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
 export const FINAL_CLOSE_CODES = new Set([1000, 1002, 1007, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012]);
-// Error codes that refuse an input for good (rate_limited and not_ready may be sent again).
+// Error codes that refuse an input for good. Inputs refused with another code stay kept until an
+// acknowledgement passes them: not_ready, not_started, and rate_limited (also in `rateLimited`).
 export const REFUSED_INPUT_CODES = new Set(["invalid_input", "not_seated", "forbidden"]);
+
+/** When the next input may go so that the server's input rate limit (a token bucket of `input_burst`
+ * refilled at `input_rate` a second, counted as the server reads) never refuses one, whatever the
+ * network does to the timing: a bucket of its own (`burst` tokens at `rate` a second) and a window of
+ * `window` inputs sent and not yet answered, with burst + window <= input_burst and rate <= input_rate.
+ * The same rule and margins as the Python client's clients/pacing.py (docs/protocol.md, "Pacing
+ * inputs"). Times are in seconds. */
+export class InputPacer {
+  constructor(inputRate, inputBurst, now) {
+    if (!(inputRate > 0) || !(inputBurst >= 1)) throw new RangeError("inputRate > 0 and inputBurst >= 1");
+    this.window = Math.max(1, Math.floor(inputBurst * 0.3));
+    this.burst = Math.max(1, Math.floor(inputBurst * 0.9) - this.window);
+    this.rate = inputRate * 0.9;
+    this.tokens = this.burst;
+    this.stamp = now;
+  }
+
+  /** For a welcome's `limits` (the server's defaults, 60 and 120, if it announced none). */
+  static fromWelcome(limits, now) {
+    const rate = limits?.input_rate, burst = limits?.input_burst;
+    return new InputPacer(typeof rate === "number" && rate > 0 ? rate : 60,
+      typeof burst === "number" && burst >= 1 ? burst : 120, now);
+  }
+
+  /** 0: send now (then call sent); > 0: seconds until a token; null: the window is full. */
+  delay(now, inFlight) {
+    if (inFlight >= this.window) return null;
+    this._refill(now);
+    return this.tokens >= 1 - 1e-9 ? 0 : (1 - this.tokens) / this.rate;
+  }
+
+  sent(now) {
+    this._refill(now);
+    this.tokens -= 1;
+  }
+
+  _refill(now) {
+    if (now > this.stamp) {
+      this.tokens = Math.min(this.burst, this.tokens + (now - this.stamp) * this.rate);
+      this.stamp = now;
+    }
+  }
+}
+
+const seconds = () => performance.now() / 1000;
 
 /** The HTTP API answered an error (application/problem+json): `status`, `code`, `detail`. */
 export class ApiError extends Error {
@@ -176,12 +224,20 @@ export class MatchClient {
     this.acked = 0;        // this player's last acknowledged seq
     this.nextSeq = 1;
     this.unacked = new Map(); // seq -> data, in sending order
+    this.rateLimited = [];    // seqs the server refused with rate_limited (not applied); pacing keeps it empty
     this.reconnects = 0;
     this.status = "new";   // new, connecting, open, reconnecting, closed
     this.ws = null;        // the WebSocket while it is admitted (after its welcome)
     this._handlers = new Map();
     this._closing = false;
     this._socket = null;   // the WebSocket being opened or open
+    // Sending, per connection: seqs to send on it in order (resends first), seqs sent on it and not
+    // answered yet (acknowledged, or refused with their seq), its pacer; only the head is sent.
+    this._queue = [];
+    this._inFlight = [];
+    this._pacer = null;
+    this._timer = null;    // a pump waiting for a token
+    this._leave = false;   // leave() was called: send it after the queued inputs
   }
 
   /** Listen: "welcome" ({...frame, resumed}), "state" ({tick, acks, state}), "event" ({tick, kind,
@@ -221,11 +277,14 @@ export class MatchClient {
 
   // -- sending ------------------------------------------------------------------------------------
 
-  /** Send an input; returns its seq. It is kept until acknowledged and resent after a resume. */
+  /** Send an input; returns its seq. It is kept until acknowledged and resent after a resume. It
+   * goes out after every earlier input, at once or when the pacer allows (a token, room in the
+   * window of unacknowledged inputs, a connection). */
   sendInput(data) {
     const seq = this.nextSeq++;
     this.unacked.set(seq, data);
-    this._send({ t: "input", seq, data });
+    this._queue.push(seq);
+    this._pump();
     return seq;
   }
 
@@ -233,9 +292,11 @@ export class MatchClient {
     this._send({ t: "ping", id });
   }
 
-  /** Give up the seat for good; the server closes the connection with 1000. */
+  /** Give up the seat for good; the server closes the connection with 1000. Sent after the inputs
+   * still queued, so that they count. */
   leave() {
-    this._send({ t: "leave" });
+    this._leave = true;
+    this._pump();
   }
 
   /** Close the connection (the seat stays, as after a drop); no reconnect follows. */
@@ -253,6 +314,46 @@ export class MatchClient {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
   }
 
+  /** Send the queue's head while the pacer allows; then a requested leave. */
+  _pump() {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !this._pacer) return; // the next welcome pumps
+    while (this._queue.length > 0) {
+      const seq = this._queue[0];
+      if (!this.unacked.has(seq)) { // acknowledged by a welcome, or refused, meanwhile
+        this._queue.shift();
+        continue;
+      }
+      const now = seconds();
+      const delay = this._pacer.delay(now, this._inFlight.length);
+      if (delay === null) return; // the window is full: an answer pumps again
+      if (delay > 0) {
+        if (this._timer === null) {
+          this._timer = setTimeout(() => { this._timer = null; this._pump(); }, Math.ceil(delay * 1000));
+        }
+        return;
+      }
+      this._pacer.sent(now);
+      this._queue.shift();
+      this._inFlight.push(seq);
+      ws.send(JSON.stringify({ t: "input", seq, data: this.unacked.get(seq) }));
+    }
+    if (this._leave) {
+      this._leave = false;
+      ws.send(JSON.stringify({ t: "leave" }));
+    }
+  }
+
+  /** Inputs in flight were answered: acknowledged up to `acked`, or `seq` refused. */
+  _answered(seq = null) {
+    while (this._inFlight.length > 0 && this._inFlight[0] <= this.acked) this._inFlight.shift();
+    if (seq !== null) {
+      const at = this._inFlight.indexOf(seq);
+      if (at >= 0) this._inFlight.splice(at, 1);
+    }
+    if (this._queue.length > 0 || this._leave) this._pump();
+  }
+
   // -- receiving ----------------------------------------------------------------------------------
 
   _acknowledge(acks) {
@@ -262,6 +363,7 @@ export class MatchClient {
       if (seq > this.acked) break;
       this.unacked.delete(seq);
     }
+    this._answered();
   }
 
   _dispatch(frame) {
@@ -273,7 +375,11 @@ export class MatchClient {
     } else if (frame.t === "event") {
       this._emit("event", { tick: frame.tick, kind: frame.kind, data: frame.data });
     } else if (frame.t === "error") {
-      if (frame.seq != null && REFUSED_INPUT_CODES.has(frame.code)) this.unacked.delete(frame.seq);
+      if (frame.seq != null) {
+        if (REFUSED_INPUT_CODES.has(frame.code)) this.unacked.delete(frame.seq);
+        else if (frame.code === "rate_limited") this.rateLimited.push(frame.seq);
+        this._answered(frame.seq);
+      }
       this._emit("error", { code: frame.code, message: frame.message, seq: frame.seq ?? null });
     } else if (frame.t === "pong") {
       this._emit("pong", { id: frame.id });
@@ -289,11 +395,13 @@ export class MatchClient {
     this._acknowledge(frame.acks);
     // A seat that already has inputs (a reloaded page with the same token): number on from the server's count.
     this.nextSeq = Math.max(this.nextSeq, frame.last_seq + 1);
+    // Resend, in order and with their seq, what the server has not processed (it drops what it has),
+    // paced to this connection's limits; inputs sent from here on queue behind them.
+    this._queue = [...this.unacked.keys()].filter((seq) => seq > frame.last_seq);
+    this._inFlight = [];
+    this._pacer = InputPacer.fromWelcome(frame.limits, seconds());
     this.ws = ws;
-    // Resend, in order and with their seq, what the server has not processed; it drops what it has.
-    for (const [seq, data] of this.unacked) {
-      if (seq > frame.last_seq) ws.send(JSON.stringify({ t: "input", seq, data }));
-    }
+    this._pump();
     this._setStatus("open");
     this._emit("welcome", { ...frame, resumed });
   }

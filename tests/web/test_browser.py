@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import trio
 
@@ -186,6 +187,31 @@ def test_two_browser_players_see_each_other_move_in_arena(open_page):
     bob.wait_for_function(f"""!document.querySelector('#players tr[data-player="{alice_id}"]')""")
     alice.wait_for_function("window.arbiter.client.status === 'closed'")
     assert alice.evaluate("window.arbiter.client.reconnects") == 1
+
+
+def test_hundreds_of_inputs_kept_through_a_drop_are_resent_paced_and_all_logged(open_page, server):
+    """320 inputs sent while the connection is down: after the reconnect they are resent at the pace
+    the welcome's limits allow (back to back, those past the server's burst of 120 were refused as
+    rate_limited, and the errors closed the connection: 1008), and every one is in the input log."""
+    alice, alice_id, _, _ = arena_pair(open_page)
+    assert alice.evaluate("window.arbiter.client.welcome.limits.input_burst") == 120
+    last = alice.evaluate("""() => {
+        const client = window.arbiter.client;
+        window.errors = [];
+        client.on("error", (error) => window.errors.push(error));
+        client.ws.close(3000, "test: a dropped connection");
+        let seq;
+        for (let i = 0; i < 320; i++) seq = client.sendInput({dx: (i % 3) - 1, dy: (i % 5) - 2});
+        return seq;   // none sent now: kept, and resent after the welcome
+    }""")
+    assert last == 320
+    alice.wait_for_function(f"""() => {{ const c = window.arbiter.client;
+        return c.reconnects === 1 && c.status === 'open' && c.acked >= {last} && c.unacked.size === 0; }}""",
+                            timeout=60_000)
+    assert alice.evaluate("[window.errors, window.arbiter.client.rateLimited]") == [[], []]
+    match_id = alice.evaluate("window.arbiter.client.welcome.match")
+    logged = httpx.get(f"{server.http_url}/v1/matches/{match_id}/inputs").raise_for_status().json()
+    assert logged["players"][alice_id] == [[1, last]]
 
 
 def test_connect_four_move_through_matchmaking(open_page):
