@@ -111,6 +111,10 @@ class Endpoint:
             try:
                 await self._read(ws, session, joined)
             finally:
+                # The connection refers to its socket (`joined.ws`) and the socket back to it through
+                # this bound method: unlinked, a closed connection is freed by reference counting, not
+                # left for a full garbage collection (a pause of tens of ms on the event loop).
+                ws.on_pending = None
                 self.node.disconnected(match_id, joined)
                 nursery.cancel_scope.cancel()
 

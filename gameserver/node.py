@@ -126,10 +126,12 @@ class BrokenFile:
 
 class Node:
     def __init__(self, config: NodeConfig, games: dict[str, type[Game]], *, metrics: Metrics | None = None,
-                 wall_clock: Callable[[], float] = time.time, offload: bool = True):
+                 wall_clock: Callable[[], float] = time.time, offload: bool = True, freeze_gc: bool = False):
         """`offload`: load and create match files in worker threads, so that other matches keep
         their timing (the default). Tests under MockClock turn it off: the mock clock would jump
-        ahead while a thread works."""
+        ahead while a thread works. `freeze_gc`: after hibernations, collect and freeze what
+        survives (memory.Collector), so that the collector's full passes skip it; it changes the
+        whole process's collector, so only a server process (`arbiter up`) asks for it."""
         for cls in games.values():
             check_game_class(cls)
         self.config = config
@@ -146,6 +148,7 @@ class Node:
         self.scheduler = AlarmScheduler(wall_clock, self._alarm_due, lead_s=config.alarm_wake_ahead_s)
         self._offload = trio.to_thread.run_sync if offload else _run_inline
         self._trim_pending = False
+        self.collector = memory.Collector() if freeze_gc else None
         self._en_route: dict[str, int] = {}  # messages between node.submit and an actor's inbox
         self.listeners: list[Callable[[MatchNotice], None]] = []  # told when matches finish or lose players
         self._last_seen: dict[str, MatchSummary] = {}  # matches not in memory, as their actor left them
@@ -511,7 +514,8 @@ class Node:
         self._trim_soon()
 
     def _trim_soon(self) -> None:
-        """After hibernations, give what they freed back to the OS (at most once a second)."""
+        """After hibernations, give what they freed back to the OS (at most once a second), having
+        frozen what survives if `freeze_gc`."""
         if self._trim_pending or self._nursery is None or self.closing:
             return
         self._trim_pending = True
@@ -519,6 +523,8 @@ class Node:
         async def trim_later() -> None:
             await trio.sleep(1.0)
             self._trim_pending = False
+            if self.collector is not None:
+                self.collector.settle(trio.current_time())
             await self._offload(memory.trim)
 
         self._nursery.start_soon(trim_later)
