@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -110,9 +112,17 @@ def encode_state_reference(state: Any) -> bytes:
     return encode(converter.unstructure(state))
 
 
+_BLAKE2B_8 = hashlib.blake2b(digest_size=8)  # never updated: copied for each checksum
+_SIGNED_64 = struct.Struct(">q").unpack
+
+
 def checksum(canonical: bytes) -> int:
-    """A signed 64-bit checksum (fits an SQLite INTEGER) of a canonical encoding."""
-    return int.from_bytes(hashlib.blake2b(canonical, digest_size=8).digest(), "big", signed=True)
+    """A signed 64-bit checksum (fits an SQLite INTEGER) of a canonical encoding: the BLAKE2b-64 digest
+    as a big-endian signed integer. (Copying a fresh 8-byte BLAKE2b and unpacking its digest costs
+    less than building one with its keyword and `int.from_bytes`; the same number.)"""
+    blake = _BLAKE2B_8.copy()
+    blake.update(canonical)
+    return _SIGNED_64(blake.digest())[0]
 
 
 def is_frozen(cls: type) -> bool:
@@ -140,29 +150,36 @@ class InputCache:
     `by_identity`: also keep each result by the identity of the object it came from, for callers
     whose objects are shared and never changed: the input log read back by `commands_after`, where
     one decoded object stands for every input with the same text. It holds a reference to each
-    object (so an identity is never reused while it is cached): for a re-simulation, not a live match."""
+    object (so an identity is never reused while it is cached): for a re-simulation, not a live match.
+    Such a caller may look an object up itself first, `known(id(data))` (None when not seen: a dict's
+    lookup, cheaper than calling `structure`)."""
 
     def __init__(self, input_type: type, size: int = 4096, by_identity: bool = False):
         self.input_type = input_type
         self.enabled = is_frozen(input_type)
         self.size = size
         self._cache: dict[tuple, Any] = {}
-        self._by_identity = by_identity
-        self._identities: dict[int, tuple[dict, Any]] = {}
+        self._identities: dict[int, Any] = {}  # id(data) -> its structured input, while `_held` holds data
+        self._held: list[dict] = []
+        # `structure(data)`: the structured input (chosen once here, not tested on every call)
+        self.structure: Callable[[dict], Any] = (
+            self._uncached if not self.enabled else self._by_id if by_identity else self._structure)
+        self.known: Callable[[int], Any] | None = self._identities.get if by_identity and self.enabled else None
 
-    def structure(self, data: dict) -> Any:
-        if not self.enabled:
-            return converter.structure(data, self.input_type)
-        if self._by_identity:
-            hit = self._identities.get(id(data))
-            if hit is not None and hit[0] is data:
-                return hit[1]
-            found = self._structure(data)
-            if len(self._identities) >= self.size:
-                self._identities.clear()
-            self._identities[id(data)] = (data, found)
+    def _uncached(self, data: dict) -> Any:
+        return converter.structure(data, self.input_type)
+
+    def _by_id(self, data: dict) -> Any:
+        found = self._identities.get(id(data))
+        if found is not None:
             return found
-        return self._structure(data)
+        found = self._structure(data)
+        if len(self._identities) >= self.size:
+            self._identities.clear()
+            self._held.clear()
+        self._identities[id(data)] = found
+        self._held.append(data)
+        return found
 
     def _structure(self, data: dict) -> Any:
         try:

@@ -5,13 +5,16 @@ taken over it, so it costs on every live tick and every replayed one; most of th
 unstructured copy and formatting floats. For the common shape of a state (attrs classes whose
 fields are numbers, strings, booleans, None, other such classes, and lists and string-keyed dicts
 of them) this module writes Python code per class that produces the same text directly, and
-keeps the text of recently formatted floats (positions repeat).
+keeps the text of recently formatted floats (positions repeat). The elements of a dict or a list
+of a class whose fields are all scalars (a player, a unit) are written in the loop over them, not
+by a call each: in this interpreter a call costs about as much as writing a few fields.
 
 Same text, by construction: a class is compiled only if the converter would unstructure it with
 its generated hook (no custom hook, no init=False field), every field's annotation is one whose
 unstructuring this code repeats exactly, and at run time every value must be of an exact type
 this code writes as the standard `json` module does (a float is written with `float.__repr__`, an
-int with `int.__repr__`, a string with `json.encoder.encode_basestring`). Anything else raises
+int as an f-string writes an exact int, which is `int.__repr__`, a string with
+`json.encoder.encode_basestring`). Anything else raises
 `Fallback`, and the caller encodes that state the reference way. tests/gameserver/test_canonical_fast.py
 checks the equality with hypothesis. Never imports trio or sqlite3.
 """
@@ -80,8 +83,10 @@ class _Compiler:
         self.converter = converter
         self.lines: list[str] = []
         self.namespace: dict[str, Any] = {"_scalar": scalar, "_ebs": encode_basestring, "_fallback": _fallback,
-                                          "_Fallback": Fallback, "_float_texts_get": _float_texts.get, "_int_repr": _int_repr}
+                                          "_Fallback": Fallback, "_float_texts_get": _float_texts.get, "_repr": repr}
         self.classes: dict[type, str] = {}
+        self.classes_by_name: dict[str, type] = {}
+        self.kinds: dict[type, list[str]] = {}  # per class, per field: FLOAT, INT, STR, or the name of its writer
         self.count = 0
 
     def name(self, prefix: str) -> str:
@@ -129,9 +134,34 @@ class _Compiler:
             return function, f"type(e) is {function}_cls"
         return self.value(annotation), "True"
 
+    def flat(self, annotation: Any) -> str | None:
+        """The writer of a class whose fields are all scalars (its elements are written inline, in
+        the loop over a dict's or a list's values, rather than by a call each), else None."""
+        if not (attrs.has(annotation) and isinstance(annotation, type)) or self.is_scalar(annotation):
+            return None
+        function = self.klass(annotation)
+        kinds = self.kinds.get(annotation)
+        if kinds is None or not all(kind in _SCALAR_KINDS for kind in kinds):
+            return None  # a field of its own writer, or a class still being compiled (a recursive one)
+        self.namespace[f"{function}_cls"] = annotation
+        return function
+
     def mapping(self, annotation: Any) -> str:
-        function, condition = self.element(annotation)
         name = self.name("mapping")
+        function = self.flat(annotation)
+        if function is not None:
+            cls = self.classes_by_name[function]
+            lines, text = self.fields(cls, "e", "        ")
+            self.lines += [f"def {name}(v):",
+                           "    if type(v) is not dict: raise _Fallback",
+                           "    parts = []",
+                           "    for k, e in v.items():",
+                           f"        if type(k) is not str or type(e) is not {function}_cls: raise _Fallback",
+                           *lines,
+                           f"        parts.append(f'{{_ebs(k)}}:' {text})",
+                           "    return '{' + ','.join(parts) + '}'"]
+            return name
+        function, condition = self.element(annotation)
         self.lines += [f"def {name}(v):",
                        "    if type(v) is not dict: raise _Fallback",
                        f"    return '{{' + ','.join([_ebs(k) + ':' + {function}(e) if type(k) is str and {condition} "
@@ -139,8 +169,21 @@ class _Compiler:
         return name
 
     def sequence(self, annotation: Any) -> str:
-        function, condition = self.element(annotation)
         name = self.name("list")
+        function = self.flat(annotation)
+        if function is not None:
+            cls = self.classes_by_name[function]
+            lines, text = self.fields(cls, "e", "        ")
+            self.lines += [f"def {name}(v):",
+                           "    if type(v) is not list: raise _Fallback",
+                           "    parts = []",
+                           "    for e in v:",
+                           f"        if type(e) is not {function}_cls: raise _Fallback",
+                           *lines,
+                           f"        parts.append({text})",
+                           "    return '[' + ','.join(parts) + ']'"]
+            return name
+        function, condition = self.element(annotation)
         self.lines += [f"def {name}(v):",
                        "    if type(v) is not list: raise _Fallback",
                        f"    return '[' + ','.join([{function}(e) if {condition} else _fallback() for e in v]) + ']'"]
@@ -162,23 +205,44 @@ class _Compiler:
             raise _NotCompiled(f"{cls!r}: {error}") from None
         name = self.name(f"class_{cls.__name__}_")
         self.classes[cls] = name
-        body, parts = [], []
-        for i, field in enumerate(fields):
+        self.classes_by_name[name] = cls
+        kinds = []
+        for field in fields:
             annotation = hints.get(field.name, field.type)
-            key = encode_basestring(field.name)
-            prefix = ("{" if i == 0 else ",") + key + ":"
-            if annotation is float and self.is_scalar(float):
-                body += [f"    v{i} = o.{field.name}",  # a text is never empty: `or` falls through on None only
-                         f"    s{i} = type(v{i}) is float and _float_texts_get(v{i}) or _scalar(v{i})"]
-            elif annotation is int and self.is_scalar(int):
-                body += [f"    v{i} = o.{field.name}",
-                         f"    s{i} = _int_repr(v{i}) if type(v{i}) is int else _scalar(v{i})"]
+            if annotation in (float, int, str) and self.is_scalar(annotation):
+                kinds.append({float: _FLOAT, int: _INT, str: _STR}[annotation])
             else:
-                body.append(f"    s{i} = {self.value(annotation)}(o.{field.name})")
-            parts += [_literal(prefix), f"f'{{s{i}}}'"]
-        parts.append(_literal("}" if fields else "{}"))
-        self.lines += [f"def {name}(o):", *body, f"    return {' '.join(parts)}"]  # one f-string: one join
+                kinds.append(self.value(annotation))
+        self.kinds[cls] = kinds
+        lines, text = self.fields(cls, "o", "    ")
+        self.lines += [f"def {name}(o):", *lines, f"    return {text}"]
         return name
+
+    def fields(self, cls: type, obj: str, indent: str) -> tuple[list[str], str]:
+        """(the lines computing the texts of the fields of `obj`, an instance of `cls`, and the
+        f-string joining them: one f-string, one join)."""
+        lines, parts = [], []
+        fields = attrs.fields(cls)
+        for i, (field, kind) in enumerate(zip(fields, self.kinds[cls])):
+            value = f"{obj}.{field.name}"
+            if kind == _FLOAT:  # a text is never empty: `or` falls through on None only. 0.0 and -0.0 are
+                # one key, so zeros are never kept: repr writes them (as json does, float.__repr__)
+                lines += [f"v{i} = {value}",
+                          f"s{i} = type(v{i}) is float and (_float_texts_get(v{i}) or v{i} == 0.0 and _repr(v{i}))"
+                          f" or _scalar(v{i})"]
+            elif kind == _INT:  # the int itself: the f-string writes an exact int as str() does, as json does
+                lines += [f"v{i} = {value}", f"s{i} = v{i} if type(v{i}) is int else _scalar(v{i})"]
+            elif kind == _STR:
+                lines += [f"v{i} = {value}", f"s{i} = _ebs(v{i}) if type(v{i}) is str else _scalar(v{i})"]
+            else:
+                lines.append(f"s{i} = {kind}({value})")
+            parts += [_literal(("{" if i == 0 else ",") + encode_basestring(field.name) + ":"), f"f'{{s{i}}}'"]
+        parts.append(_literal("}" if fields else "{}"))
+        return [indent + line for line in lines], " ".join(parts)
+
+
+_FLOAT, _INT, _STR = "float", "int", "str"
+_SCALAR_KINDS = (_FLOAT, _INT, _STR, "_scalar")
 
 
 _UnionType = type(int | None)

@@ -24,6 +24,7 @@ from .storage import LOBBY as LOBBY_STATUS, RUNNING, CorruptFile, MatchFileError
 
 DEFAULT_ROSTER_LOBBY_S = 60.0
 _NOT_STORED = (None, 0.0, True)  # a step without a stored checksum (the file's first tick has no time)
+_NO_COMMANDS = (None, ())  # after the last tick with logged commands
 
 
 class Diverged(MatchFileError):
@@ -109,15 +110,15 @@ def _resimulate(store: MatchStore, sim: Simulation, meta: MatchMeta, last: int,
                 progress: Callable[[int], None] | None, on_step: Callable[[Step], None] | None) -> Simulation:
     steps = store.steps_after(sim.tick, last)
     commands = store.commands_after(sim.tick, last)
-    pending = next(commands, None)
+    pending, batch_of_pending = next(commands, _NO_COMMANDS)
     snapshot_every, step_of, stored_step, checksum = meta.snapshot_every, sim.step, steps.get, canonical.checksum
     previous = sim.canonical()  # the state a divergence started from: the last one that matched
-    while sim.tick < last:
-        tick = sim.tick + 1
-        batch = []
-        if pending is not None and pending[0] == tick:
-            batch = pending[1]
-            pending = next(commands, None)
+    for tick in range(sim.tick + 1, last + 1):  # sim.tick is tick - 1 at the top of each pass
+        if tick == pending:
+            batch = batch_of_pending
+            pending, batch_of_pending = next(commands, _NO_COMMANDS)
+        else:
+            batch = ()
         stored, at, ticked = stored_step(tick, _NOT_STORED)
         step = step_of(batch, now=at, ticked=ticked)
         if tick % snapshot_every == 0 or step.status is not None:

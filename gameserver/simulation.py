@@ -31,9 +31,13 @@ CANCELLED = "cancelled"
 NO_SHOW_PREFIX = "players did not join: "  # a roster match cancelled at its lobby timeout
 
 
-@attrs.frozen
+@attrs.define
 class Command:
-    """One entry of the input log. `data` is an input's unstructured payload."""
+    """One entry of the input log. `data` is an input's unstructured payload.
+
+    Not frozen, like `Step`: nothing changes a command once it is built (its `data` never was
+    frozen), and a frozen class costs a call per field to build, on every input of every tick, live
+    and replayed."""
 
     kind: str
     player: str
@@ -50,9 +54,12 @@ class Rejection:
     message: str
 
 
-@attrs.frozen
+@attrs.define
 class Step:
-    """What one step did: the commands to log, the refusals to answer, events, kv and timer writes."""
+    """What one step did: the commands to log, the refusals to answer, events, kv and timer writes.
+
+    Not frozen (nothing changes a step's record once `Simulation.step` has returned it; its lists never
+    were frozen): a frozen class costs a call per field to build, 11 of them on every tick."""
 
     tick: int
     applied: list[Command]
@@ -68,10 +75,11 @@ class Step:
 
 
 def constructor(cls: type) -> Any:
-    """A function building an instance of a frozen, slotted attrs class from all its fields, in order,
-    by setting its slots directly: the same object `cls(...)` builds, without the frozen class's
-    per-field setter calls (a re-simulation builds a few of these every tick). `cls` itself for a
-    class with a validator, a converter or a post-init, whose __init__ does more."""
+    """A function building an instance of a slotted attrs class from all its fields, in order, by
+    setting its slots directly: the same object `cls(...)` builds, without calling a class whose
+    `__init__` is Python code (costly) and, for a frozen class, without its setattr per field (the
+    slots' own setters are called instead). A step builds a few of these every tick. `cls` itself for
+    a class with a validator, a converter or a post-init, whose __init__ does more."""
     fields = attrs.fields(cls)
     if (not all(f.name.isidentifier() and f.init and f.validator is None and f.converter is None for f in fields)
             or hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__")
@@ -79,9 +87,12 @@ def constructor(cls: type) -> Any:
         return cls
     names = [f.name for f in fields]
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    namespace.update({f"_set_{n}": cls.__dict__[n].__set__ for n in names})
-    lines = [f"def make({', '.join(names)}):", "    o = _new(_cls)", *(f"    _set_{n}(o, {n})" for n in names),
-             "    return o"]
+    if cls.__setattr__ is object.__setattr__:  # not frozen, no on_setattr hook: plain attribute stores
+        sets = [f"    o.{n} = {n}" for n in names]
+    else:
+        namespace.update({f"_set_{n}": cls.__dict__[n].__set__ for n in names})
+        sets = [f"    _set_{n}(o, {n})" for n in names]
+    lines = [f"def make({', '.join(names)}):", "    o = _new(_cls)", *sets, "    return o"]
     exec("\n".join(lines), namespace)
     return namespace["make"]
 
@@ -131,6 +142,8 @@ class Simulation:
         self.roster: list[str] | None = None if roster is None else list(roster)
         self._canonical: tuple[int, bytes] | None = None
         self._inputs = canonical.InputCache(game.input_type)
+        # Whether the game has an end condition: Game.result answers None, so a game that keeps it is not asked.
+        self._ends_itself = type(game).result is not Game.result or "result" in getattr(game, "__dict__", ())
 
     @classmethod
     def new(cls, game: Game, *, match_id: str, seed: int, params: Any, now: float = 0.0,
@@ -147,8 +160,7 @@ class Simulation:
         return sim
 
     def _context(self, tick: int, now: float) -> Context:
-        return Context(tick=tick, match_id=self.match_id, seed=self.seed, params=self.params,
-                       kv=KeyValue(self.kv), now=now, timers=self.timers)
+        return _make_context(tick, self.match_id, self.seed, self.params, self.kv, now, self.timers)
 
     def reading_log(self) -> _LogInputs:
         """For a re-simulation from the stored log: structured inputs are also cached by the identity
@@ -157,9 +169,12 @@ class Simulation:
 
     def canonical(self) -> bytes:
         """The canonical encoding of the current state (cached per tick)."""
-        if self._canonical is None or self._canonical[0] != self.tick:
-            self._canonical = (self.tick, canonical.encode_state(self.state))
-        return self._canonical[1]
+        cached = self._canonical
+        if cached is not None and cached[0] == self.tick:
+            return cached[1]
+        text = canonical.encode_state(self.state)
+        self._canonical = (self.tick, text)
+        return text
 
     def checksum(self) -> int:
         return canonical.checksum(self.canonical())
@@ -202,17 +217,27 @@ class Simulation:
         inputs: list[PlayerInput] = []
         started = False
         outcome: tuple[str, Result] | None = None
+        seated, last_seq = self.seated, self.last_seq  # the same objects all step
+        structure, known = self._inputs.structure, self._inputs.known
         self.state, state = None, self.state  # a crash must not leave a half-changed state behind
         try:
             for command in commands:
                 kind, player = command.kind, command.player
                 if kind == INPUT:
-                    data = self._admit_input(command)
-                    if isinstance(data, Rejection):
-                        rejected.append(data)
+                    seq, data = command.seq, command.data
+                    if (player not in seated or not self.started or seq <= last_seq.get(player, 0)
+                            or not isinstance(data, dict)):
+                        rejected.append(self._refusal(command))
                         continue
-                    inputs.append(_make_input(player, command.seq, data))
-                    self.last_seq[player] = command.seq
+                    found = None if known is None else known(id(data))  # re-simulating: the same object seen
+                    if found is None:
+                        try:
+                            found = structure(data)
+                        except Exception as error:  # any structuring failure is the sender's fault
+                            rejected.append(Rejection(command, "invalid_input", canonical.describe_error(error)))
+                            continue
+                    inputs.append(_make_input(player, seq, found))
+                    last_seq[player] = seq
                 elif kind == JOIN:
                     if player in self.seated:
                         continue  # already seated: a reconnect, nothing to simulate
@@ -258,8 +283,10 @@ class Simulation:
                 if outcome is not None:
                     break
             if outcome is None and ticked and self.started:
-                state = _replaced(state, game.tick(state, inputs, ctx))
-            if outcome is None and self.started:
+                returned = game.tick(state, inputs, ctx)
+                if returned is not None:
+                    state = returned
+            if outcome is None and self.started and self._ends_itself:
                 result = game.result(state, ctx)
                 if result is not None:
                     outcome = (ENDED, _check_result(result))
@@ -268,9 +295,9 @@ class Simulation:
         self.state = state
         self.tick = tick
         status, result = outcome if outcome is not None else (None, None)
-        return _make_step(tick=tick, applied=applied, rejected=rejected, events=ctx.events, kv_writes=ctx.kv.writes,
-                          result=result, status=status, started=started, timer_writes=ctx.timer_writes, at=now,
-                          ticked=ticked)
+        # Step(tick, applied, rejected, events, kv_writes, result, status, started, timer_writes, at, ticked)
+        return _make_step(tick, applied, rejected, ctx.events, ctx.kv.writes, result, status, started,
+                          ctx.timer_writes, now, ticked)
 
     def _start(self, state: Any, ctx: Context) -> Any:
         state = _replaced(state, self.game.start(state, ctx))
@@ -312,20 +339,15 @@ class Simulation:
             return _replaced(state, game.on_alarm(state, ctx)), True, None, False
         return _replaced(state, game.on_timer(state, name, ctx)), True, None, False
 
-    def _admit_input(self, command: Command) -> Any:
-        """The structured input, or the `Rejection` that says why it cannot be applied."""
+    def _refusal(self, command: Command) -> Rejection:
+        """Why an input cannot be applied: the first of `step`'s checks on it that failed, in its order."""
         if command.player not in self.seated:
             return Rejection(command, "not_seated", "you have no seat in this match")
         if not self.started:
             return Rejection(command, "not_started", "the match has not started: it waits for its players")
         if command.seq <= self.last_seq.get(command.player, 0):
             return Rejection(command, "duplicate", f"seq {command.seq} was already processed")
-        if not isinstance(command.data, dict):
-            return Rejection(command, "invalid_input", "an input's data is an object")
-        try:
-            return self._inputs.structure(command.data)
-        except Exception as error:  # any structuring failure is the sender's fault
-            return Rejection(command, "invalid_input", canonical.describe_error(error))
+        return Rejection(command, "invalid_input", "an input's data is an object")
 
 
 class _LogInputs:
@@ -341,6 +363,31 @@ class _LogInputs:
         self.sim._inputs = self.kept  # the identities held are let go
 
 
+def _make_context(tick: int, match_id: str, seed: int, params: Any, kv: dict[str, Any], now: float,
+                  timers: dict[str, float] | None) -> Context:
+    """`Context(tick=tick, match_id=match_id, seed=seed, params=params, kv=KeyValue(kv), now=now,
+    timers=timers)`, the same object built by setting its attributes directly: calling a class whose
+    `__init__` is Python code, with keywords, costs several times more, and a step builds one each tick.
+    (tests/gameserver/test_simulation.py checks that both give the same attributes.)"""
+    store = _new(KeyValue)
+    store._values = kv
+    store.writes = []
+    ctx = _new(Context)
+    ctx.tick = tick
+    ctx.match_id = match_id
+    ctx.params = params
+    ctx.kv = store
+    ctx.now = now
+    ctx.retry = 0
+    ctx.events = []
+    ctx.timers = timers if timers is not None else {}
+    ctx.timer_writes = []
+    ctx._seed = seed
+    ctx._random = None
+    return ctx
+
+
+_new = object.__new__
 make_command = constructor(Command)
 _make_input = constructor(PlayerInput)
 _make_step = constructor(Step)

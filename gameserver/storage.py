@@ -404,33 +404,32 @@ class MatchStore:
             args = (tick, until)
         current, batch = None, []
         decoded: dict[str, Any] = {}  # an input's JSON text -> its decoded object, for flat objects (they repeat)
+        known, make = decoded.get, make_command
         for t, kind, player, seq, data in self.conn.execute(sql + " ORDER BY tick, idx", args):
             if t != current:
                 if batch:
                     yield current, batch
                 current, batch = t, []
-            value = None
-            if data is not None:
-                value = decoded.get(data)
-                if value is None:
-                    value = json.loads(data)
-                    # Shared between commands only when nothing in it can change: the simulation reads a
-                    # command's object and game code gets only its values (an input type is an attrs class).
-                    if type(value) is dict and len(decoded) < 4096 and all(
-                            type(v) in _IMMUTABLE_JSON for v in value.values()):
-                        decoded[data] = value
-            batch.append(make_command(kind, player, seq, value))
+            value = known(data)  # None for a NULL data too
+            if value is None and data is not None:
+                value = json.loads(data)
+                # Shared between commands only when nothing in it can change: the simulation reads a
+                # command's object and game code gets only its values (an input type is an attrs class).
+                if type(value) is dict and len(decoded) < 4096 and all(
+                        type(v) in _IMMUTABLE_JSON for v in value.values()):
+                    decoded[data] = value
+            batch.append(make(kind, player, seq, value))
         if batch:
             yield current, batch
 
     def steps_after(self, tick: int, until: int | None = None) -> dict[int, tuple[int, float, bool]]:
         """tick -> (checksum, time, ticked) for every completed step after `tick`."""
-        sql = "SELECT tick, checksum, at, ticked FROM checksums WHERE tick > ?"
+        sql = "SELECT tick, checksum, ifnull(at, 0.0), ticked FROM checksums WHERE tick > ?"
         args: tuple = (tick,)
         if until is not None:
             sql += " AND tick <= ?"
             args = (tick, until)
-        return {t: (c, at if at is not None else 0.0, bool(ticked)) for t, c, at, ticked in self.conn.execute(sql, args)}
+        return {t: (c, at, bool(ticked)) for t, c, at, ticked in self.conn.execute(sql, args)}
 
     def alarms(self) -> list[Alarm]:
         rows = self.conn.execute("SELECT name, due, retries, failed, last_error FROM alarms ORDER BY due, name")

@@ -153,3 +153,53 @@ def test_an_empty_class_and_a_cycle():
     tree = Tree(row=[])
     tree.row.append(tree)  # not a Leaf: the reference's error
     assert outcome(canonical.encode_state, tree) == outcome(canonical.encode_state_reference, tree)
+
+
+@attrs.define
+class Node:
+    name: str = ""
+    w: float = 0.0
+    children: list["Node"] = attrs.field(factory=list)
+
+
+@attrs.define
+class Forest:
+    trees: dict[str, Tree] = attrs.field(factory=dict)
+    nodes: list[Node] = attrs.field(factory=list)
+
+
+nodes = st.recursive(st.builds(Node, st.text(max_size=3), st.floats(allow_nan=False, allow_infinity=False)),
+                     lambda inner: st.builds(Node, st.text(max_size=3), st.sampled_from([0.0, -0.0, 1.5]),
+                                             st.lists(inner, max_size=3)), max_leaves=8)
+
+
+@given(nodes)
+@settings(max_examples=200)
+def test_a_recursive_class_is_written_identically(node):
+    assert canonical_fast.compile_encoder(Node, canonical.converter) is not None
+    assert canonical.encode_state(node) == canonical.encode_state_reference(node)
+
+
+@given(st.dictionaries(st.text(max_size=2), trees(wild=False), max_size=2), st.lists(nodes, max_size=2))
+@settings(max_examples=100)
+def test_dicts_and_lists_of_classes_with_containers_are_written_identically(trees_by_name, node_list):
+    forest = Forest(trees_by_name, node_list)
+    assert canonical.encode_state(forest) == canonical.encode_state_reference(forest)
+
+
+def test_elements_of_a_class_of_scalars_are_written_inline_others_by_a_call_each():
+    compiler = canonical_fast._Compiler(canonical.converter)
+    compiler.klass(Forest)
+    source = "\n".join(compiler.lines)
+    # Tree.leaves (dict[str, Leaf]) and Tree.row (list[Leaf]): Leaf has only scalar fields, written in the loop
+    assert "for k, e in v.items():" in source and "for e in v:" in source
+    # Forest.trees (dict[str, Tree]) and Node.children (list[Node], Node being compiled): a call per element
+    assert source.count("for k, e in v.items()]") >= 1 and source.count("for e in v]") >= 1
+
+
+def test_ints_and_zeros_in_the_loop_of_a_dict_of_leaves():
+    tree = Tree(leaves={"a": Leaf(f=0.0, i=7), "b": Leaf(f=-0.0, i=True), "c": Leaf(f=3, i=2 ** 70)})
+    assert canonical.encode_state(tree) == canonical.encode_state_reference(tree)
+    assert b'"a":{"f":0.0,"i":7,' in canonical.encode_state(tree)
+    assert b'"b":{"f":-0.0,"i":true,' in canonical.encode_state(tree)
+    assert b'"c":{"f":3,"i":1180591620717411303424,' in canonical.encode_state(tree)

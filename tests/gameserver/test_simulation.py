@@ -218,3 +218,106 @@ def test_the_input_cache_shares_only_frozen_inputs_and_keeps_types_apart():
     assert flags.structure({"on": True}) == Flag(True)
     with pytest.raises(Exception):
         flags.structure({"on": 1})  # 1 == True, but an int is not a bool: never served from the cache
+
+
+@given(st.integers(), st.text(max_size=4), st.integers(), st.none() | st.integers(), st.floats(allow_nan=False),
+       st.none() | st.dictionaries(st.text(max_size=3), st.floats(allow_nan=False), max_size=2),
+       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+def test_the_context_a_step_builds_is_the_one_the_class_builds(tick, match_id, seed, params, now, timers, kv):
+    from gameserver.game import KeyValue
+    from gameserver.simulation import _make_context
+
+    built = _make_context(tick, match_id, seed, params, kv, now, timers)
+    made = Context(tick=tick, match_id=match_id, seed=seed, params=params, kv=KeyValue(kv), now=now, timers=timers)
+    assert type(built) is Context
+    for name in Context.__slots__:  # a slot the class's __init__ sets and the builder forgets fails here
+        if name == "kv":
+            assert vars(built.kv) == vars(made.kv) and built.kv._values is kv
+        else:
+            assert getattr(built, name) == getattr(made, name), name
+    assert built.random.random() == made.random.random()
+
+
+def reference_refusal(sim, command):
+    """What the step answered an input before its checks moved inline: in this order."""
+    if command.player not in sim.seated:
+        return "not_seated"
+    if not sim.started:
+        return "not_started"
+    if command.seq <= sim.last_seq.get(command.player, 0):
+        return "duplicate"
+    if not isinstance(command.data, dict):
+        return "invalid_input"
+    try:
+        sim._inputs.structure(command.data)
+    except Exception:
+        return "invalid_input"
+    return None
+
+
+INPUT_DATA = st.sampled_from([{"dx": 1, "dy": 0}, {"dx": -1, "dy": 1}, {"dx": "1", "dy": 0}, {"dx": 1}, [1], None, 3])
+
+
+@given(st.booleans(), st.lists(st.lists(st.tuples(st.sampled_from(["a", "b", "z"]), st.integers(-1, 6), INPUT_DATA),
+                                        max_size=6), max_size=6))
+def test_inputs_are_refused_for_the_first_failed_check_in_order(lobby, ticks):
+    sim = Simulation.new(Arena(), match_id="0" * 26, seed=3, params=Params(lobby_s=30 if lobby else 0))
+    sim.step([Command(JOIN, "a"), Command(JOIN, "b")], ticked=False)
+    for batch in ticks:
+        commands = [Command(INPUT, p, seq, data) for p, seq, data in batch]
+        expected, last_seq = [], dict(sim.last_seq)
+        for command in commands:
+            code = reference_refusal(sim, command)
+            if code is None:
+                sim.last_seq[command.player] = command.seq  # what the step does for an applied input
+            expected.append(code)
+        sim.last_seq = last_seq
+        step = sim.step(commands)
+        assert [(r.command, r.code) for r in step.rejected] == [(c, code) for c, code in zip(commands, expected)
+                                                                if code is not None]
+        assert step.applied == [c for c, code in zip(commands, expected) if code is None]
+
+
+def test_re_simulating_with_shared_input_objects_gives_the_same_steps():
+    shared = [{"dx": 1, "dy": 0}, {"dx": -1, "dy": 1}, {"dx": 0.5, "dy": -1}]
+    batches = [[Command(INPUT, p, t, shared[(t + i) % 3]) for i, p in enumerate("ab")] for t in range(1, 200)]
+    live, replayed = arena(), arena()
+    with replayed.reading_log():
+        cache = replayed._inputs
+        assert cache.known is not None and cache.known(id(shared[0])) is None
+        for batch in batches:
+            assert replayed.step(batch) == live.step(batch)
+            assert replayed.canonical() == live.canonical()
+        for data in shared:  # each object structured once, then found by its identity
+            assert cache.known(id(data)) == Arena.input_type(**data) and cache.structure(data) is cache.known(id(data))
+    assert live._inputs.known is None and replayed._inputs.known is None  # let go after the block
+
+
+def test_the_identity_cache_holds_what_it_keys_and_forgets_both_together():
+    from gameserver.canonical import InputCache
+
+    cache = InputCache(Arena.input_type, size=3, by_identity=True)
+    objects = [{"dx": i, "dy": 0} for i in range(-1, 2)]
+    found = [cache.structure(o) for o in objects]
+    assert [cache.known(id(o)) for o in objects] == found and cache._held == objects  # held: ids stay unique
+    extra = {"dx": 0.5, "dy": 0}
+    cache.structure(extra)  # full: emptied, then this one kept
+    assert [cache.known(id(o)) for o in objects] == [None, None, None] and cache._held == [extra]
+
+
+def test_a_game_s_end_condition_is_asked_after_every_step_and_the_base_one_is_not():
+    asked = []
+
+    class Ends(Recorder):
+        def result(self, state, ctx):
+            asked.append(ctx.tick)
+            return Result(reason="enough") if ctx.tick == 3 else None
+
+    sim = Simulation.new(Ends(), match_id="0" * 26, seed=1, params=None)
+    assert sim._ends_itself and not Simulation.new(Recorder(), match_id="0" * 26, seed=1, params=None)._ends_itself
+    steps = [sim.step([Command(JOIN, "a")] if t == 0 else []) for t in range(3)]
+    assert asked == [1, 2, 3] and steps[-1].status == "ended" and steps[-1].result.reason == "enough"
+    instance = Recorder()
+    instance.result = lambda state, ctx: Result(reason="set on the instance")
+    step = Simulation.new(instance, match_id="0" * 26, seed=1, params=None).step([Command(JOIN, "a")])
+    assert step.status == "ended" and step.result.reason == "set on the instance"

@@ -203,3 +203,49 @@ def test_input_json_is_the_canonical_encoding_cached_or_not(data):
             if type(value) is int and not isinstance(value, bool) and value in (0, 1):
                 other = dict(data, **{name: bool(value)})
                 assert storage._input_json(other) == storage._json(other)
+
+
+LOGGED = st.lists(st.lists(st.tuples(st.sampled_from(["input", "join", "leave", "timer"]), st.sampled_from(["a", "b"]),
+                                     st.integers(0, 9),
+                                     st.none() | st.sampled_from([{"dx": 1, "dy": 0}, {"dx": -1, "dy": 0.5}])
+                                     | st.dictionaries(st.text(max_size=2), st.integers() | st.lists(st.integers(),
+                                                                                                       max_size=2),
+                                                       max_size=2)),
+                           max_size=5), min_size=1, max_size=12)
+
+
+@given(LOGGED, st.integers(0, 3))
+def test_the_log_reads_back_as_it_was_written(tmp_path_factory, ticks, after):
+    """commands_after gives every tick's commands in order, equal to what was logged (decoded objects of
+    equal texts shared, others not), and steps_after each completed step's checksum, time and ticked."""
+    path, _meta, _sim = new_file(tmp_path_factory.mktemp("log"))
+    store = MatchStore.open(path)
+    try:
+        written = {}
+        for tick, batch in enumerate(ticks, start=1):
+            commands = [Command(kind, player, seq, data) for kind, player, seq, data in batch]
+            with storage.transaction(store.conn) as conn:
+                conn.executemany("INSERT INTO inputs (tick, idx, kind, player_id, seq, data) VALUES (?, ?, ?, ?, ?, ?)",
+                                 [(tick, i, c.kind, c.player, c.seq, storage._input_json(c.data))
+                                  for i, c in enumerate(commands)])
+                if tick % 3:  # a step without its time: read as 0.0
+                    conn.execute("INSERT INTO checksums (tick, checksum, at, ticked) VALUES (?, ?, ?, ?)",
+                                 (tick, tick * 7, None if tick % 2 else tick / 4, tick % 4 != 1))
+            if commands:
+                written[tick] = commands
+        read = dict(store.commands_after(after))
+        assert read == {t: c for t, c in written.items() if t > after}
+        assert list(read) == sorted(read)
+        flat = [c.data for batch in read.values() for c in batch if c.data is not None]
+        for one in flat:
+            for other in flat:
+                if storage._json(one) == storage._json(other) and all(type(v) is int for v in one.values()):
+                    assert one is other  # one object for one text, when nothing in it can change
+        assert dict(store.commands_after(after, until=len(ticks) - 1)) == {
+            t: c for t, c in written.items() if after < t <= len(ticks) - 1}
+        steps = store.steps_after(after)
+        assert steps == {t: (t * 7, 0.0 if t % 2 else t / 4, t % 4 != 1)
+                         for t in range(after + 1, len(ticks) + 1) if t % 3}
+        assert all(type(at) is float and type(ticked) is bool for _c, at, ticked in steps.values())
+    finally:
+        store.close()
