@@ -39,6 +39,7 @@ import h11
 import trio
 
 from gameserver import websocket
+from gameserver.outbox import Outbox
 from gameserver.websocket import Parser, WebSocketError
 
 RECEIVE_BYTES = 65536
@@ -79,25 +80,20 @@ class HandshakeFailed(Exception):
         self.body = body
 
 
-class WebSocket:
+class WebSocket(Outbox):
     """One client connection. One task reads (`receive` or, through a Poller, `read_messages`);
     any task may write, send or close."""
 
     def __init__(self, sock: socket.socket, subprotocol: str | None, max_message: int, leftover: bytes = b""):
-        self.sock = sock
+        self._init_outbox(sock)
         self.subprotocol = subprotocol
         self.parser = Parser(max_message, masked=False)
         if leftover:
             self.parser.feed(leftover)
         self.closed: ConnectionClosed | None = None  # set once no more frames go either way
         self.close_sent = False
-        self.out = bytearray()  # bytes the kernel has not taken yet
-        self.on_pending: Callable[[], None] | None = None  # told when `out` stops being empty
         self.on_shutdown: Callable[[WebSocket], None] | None = None  # told just before the socket closes
         self._messages: deque[str | bytes] = deque()  # parsed, not yet returned
-        self._flushing = False
-        self._drained = trio.Event()
-        self._drained.set()
         self._close_received = False
 
     # -- writing -------------------------------------------------------------------------------
@@ -110,47 +106,6 @@ class WebSocket:
         if self.close_sent:
             raise ConnectionClosed(1000, "closing: no message is sent after the close frame")
         self._write_raw(websocket.client_message(data, _mask()))
-
-    def _write_raw(self, wire: bytes) -> None:
-        if self.out:
-            self.out += wire
-            return
-        try:
-            sent = self.sock.send(wire)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as error:
-            self._lost(error)
-            return
-        if sent < len(wire):
-            self.out += memoryview(wire)[sent:]
-            self._drained = trio.Event()
-            if self.on_pending is not None:
-                self.on_pending()
-
-    async def flush(self) -> None:
-        """Wait until the kernel has taken everything written (or the connection is gone)."""
-        if self._flushing:
-            await self._drained.wait()
-            return
-        self._flushing = True
-        try:
-            while self.out:
-                try:
-                    sent = self.sock.send(self.out)
-                except (BlockingIOError, InterruptedError):
-                    try:
-                        await trio.lowlevel.wait_writable(self.sock)
-                    except trio.ClosedResourceError:
-                        self._lost(None)
-                    continue
-                except OSError as error:
-                    self._lost(error)
-                    break
-                del self.out[:sent]
-        finally:
-            self._flushing = False
-        self._drained.set()
 
     async def send(self, data: str | bytes) -> None:
         self.write(data)

@@ -20,6 +20,7 @@ import trio
 
 from . import readiness, websocket
 from .accepting import accept_forever, listen
+from .outbox import Outbox
 from .websocket import HandshakeError, Parser, WebSocketError
 
 log = logging.getLogger("arbiter.wsserver")
@@ -39,24 +40,19 @@ class ConnectionClosed(Exception):
         self.reason = reason
 
 
-class WebSocket:
+class WebSocket(Outbox):
     """One accepted connection. One task reads (`receive`); any task may write, flush or close."""
 
     def __init__(self, sock: socket.socket, max_message: int, path: str, subprotocol: str | None,
                  leftover: bytes):
-        self.sock = sock
+        self._init_outbox(sock)
         self.path = path
         self.subprotocol = subprotocol
         self.parser = Parser(max_message)
         if leftover:
             self.parser.feed(leftover)
-        self.out = bytearray()  # bytes the kernel has not taken yet
-        self.on_pending: Callable[[], None] | None = None  # told when `out` stops being empty
         self.closed: ConnectionClosed | None = None  # set once no more frames go either way
         self.close_sent = False
-        self._drained = trio.Event()  # set while `out` is empty (or the connection is gone)
-        self._drained.set()
-        self._flushing = False
         self._reading = False
         self._reader: trio.lowlevel.Task | None = None
         self._unyielded = 0  # frames parsed since the reader last let other tasks run
@@ -75,47 +71,6 @@ class WebSocket:
         if self.close_sent or self.closed is not None:
             return
         self._write_raw(wire_bytes(data) if wire is None else wire)
-
-    def _write_raw(self, wire: bytes) -> None:
-        if self.out:
-            self.out += wire
-            return
-        try:
-            sent = self.sock.send(wire)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as error:
-            self._lost(error)
-            return
-        if sent < len(wire):
-            self.out += memoryview(wire)[sent:]
-            self._drained = trio.Event()
-            if self.on_pending is not None:
-                self.on_pending()
-
-    async def flush(self) -> None:
-        """Wait until the kernel has taken everything written (or the connection is gone)."""
-        if self._flushing:  # another task is at it
-            await self._drained.wait()
-            return
-        self._flushing = True
-        try:
-            while self.out:
-                try:
-                    sent = self.sock.send(self.out)
-                except (BlockingIOError, InterruptedError):
-                    try:
-                        await trio.lowlevel.wait_writable(self.sock)
-                    except trio.ClosedResourceError:
-                        self._lost(None)
-                    continue
-                except OSError as error:
-                    self._lost(error)
-                    break
-                del self.out[:sent]
-        finally:
-            self._flushing = False
-        self._drained.set()
 
     async def send(self, data: str | bytes) -> None:
         self.write(data)
