@@ -161,36 +161,41 @@ class InputCache:
         self._cache: dict[tuple, Any] = {}
         self._identities: dict[int, Any] = {}  # id(data) -> its structured input, while `_held` holds data
         self._held: list[dict] = []
-        # `structure(data)`: the structured input (chosen once here, not tested on every call)
-        self.structure: Callable[[dict], Any] = (
-            self._uncached if not self.enabled else self._by_id if by_identity else self._structure)
-        self.known: Callable[[int], Any] | None = self._identities.get if by_identity and self.enabled else None
+        # `structure(data)`: the structured input (chosen once here, not tested on every call). Closures
+        # over the containers, not bound methods kept on self: a cache referring to itself would be a
+        # reference cycle, left for the garbage collector (and never freed if frozen, see memory.py)
+        # when its match hibernates, instead of freed with it.
+        cache, identities, held = self._cache, self._identities, self._held
 
-    def _uncached(self, data: dict) -> Any:
-        return converter.structure(data, self.input_type)
+        def uncached(data: dict) -> Any:
+            return converter.structure(data, input_type)
 
-    def _by_id(self, data: dict) -> Any:
-        found = self._identities.get(id(data))
-        if found is not None:
+        def structure(data: dict) -> Any:
+            try:
+                key = tuple((name, type(value), value) for name, value in data.items())
+                hash(key)
+            except TypeError:  # a list or an object inside: not a key
+                return converter.structure(data, input_type)
+            found = cache.get(key)
+            if found is None:
+                found = converter.structure(data, input_type)
+                if len(cache) >= size:
+                    cache.clear()
+                cache[key] = found
             return found
-        found = self._structure(data)
-        if len(self._identities) >= self.size:
-            self._identities.clear()
-            self._held.clear()
-        self._identities[id(data)] = found
-        self._held.append(data)
-        return found
 
-    def _structure(self, data: dict) -> Any:
-        try:
-            key = tuple((name, type(value), value) for name, value in data.items())
-            hash(key)
-        except TypeError:  # a list or an object inside: not a key
-            return converter.structure(data, self.input_type)
-        found = self._cache.get(key)
-        if found is None:
-            found = converter.structure(data, self.input_type)
-            if len(self._cache) >= self.size:
-                self._cache.clear()
-            self._cache[key] = found
-        return found
+        def by_id(data: dict) -> Any:
+            found = identities.get(id(data))
+            if found is not None:
+                return found
+            found = structure(data)
+            if len(identities) >= size:
+                identities.clear()
+                held.clear()
+            identities[id(data)] = found
+            held.append(data)
+            return found
+
+        self.structure: Callable[[dict], Any] = (
+            uncached if not self.enabled else by_id if by_identity else structure)
+        self.known: Callable[[int], Any] | None = identities.get if by_identity and self.enabled else None

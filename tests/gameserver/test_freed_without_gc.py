@@ -116,7 +116,7 @@ def server_side(node, match_id, name):
 
 def parts(actor) -> list:
     """An actor and what it holds for its match: all gone once the match hibernates."""
-    return [actor, actor.sim, actor.sim.state, actor.store, actor.finished]
+    return [actor, actor.sim, actor.sim.state, actor.sim._inputs, actor.store, actor.finished]
 
 
 async def drop(client: RawClient) -> None:
