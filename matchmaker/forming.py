@@ -45,11 +45,11 @@ import functools
 import gc
 import math
 import operator
-from array import array
+from operator import itemgetter
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Sequence
-from itertools import compress
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain, compress, count, islice
 
 import attrs
 
@@ -105,17 +105,20 @@ class _Pass:
         # by side in memory: the tickets' own are scattered over the heap, and sorting or walking
         # through them costs a cache miss at nearly every step. It keeps every value and type
         # (only -0.0 becomes 0.0, which compares and computes the same here).
-        count = len(pool)
+        ticket_count = len(pool)
         created = [ticket.created_at + 0 for ticket in pool]
-        order = sorted(range(count), key=created.__getitem__)
-        if len(set(created)) != count:  # ties: by ticket id
-            order = sorted(range(count), key=[ticket.ticket_id for ticket in pool].__getitem__)
+        order = sorted(range(ticket_count), key=created.__getitem__)
+        in_fairness_order = _picker(order)  # pool -> fairness order, in one C call per list
+        in_order = in_fairness_order(created)
+        if any(map(operator.eq, in_order, islice(in_order, 1, None))):  # ties: by ticket id
+            order = sorted(range(ticket_count), key=[ticket.ticket_id for ticket in pool].__getitem__)
             order.sort(key=created.__getitem__)
+            in_fairness_order = _picker(order)
         waits = [now - at if at < now else 0.0 for at in created]  # max(0, now - created_at)
         parties = [ticket.players for ticket in pool]
         sizes = list(map(len, parties))
         if config.skill is None:
-            skills = [0.0] * count
+            skills = [0.0] * ticket_count
         else:
             skills = [skill + 0 for skill in config.skill.skills_of(pool)]
         too_large = config.max_party_size
@@ -123,38 +126,64 @@ class _Pass:
             options: list[list] = [[] if size > too_large else [None] for size in sizes]
         else:
             options = config.region.region_sets(pool, waits)
-            if count and max(sizes) > too_large:
+            if ticket_count and max(sizes) > too_large:
                 for index, size in enumerate(sizes):
                     if size > too_large:
                         options[index] = []  # never a candidate: it expires when its turn as a seed comes
         self.config = config
         self.pool = pool
         self.order = order  # fairness number -> position in the pool
-        self.waits = list(map(waits.__getitem__, order))
-        self.sizes = list(map(sizes.__getitem__, order))
-        self.skills = list(map(skills.__getitem__, order))
-        self.pool_options = options  # the regions each ticket accepts, by position in the pool
-        self.pool_parties = parties  # and its players (a match reads these, not the tickets)
-        self.pool_ids = [ticket.ticket_id for ticket in pool]
-        self.taken = bytearray(count)  # matched, expired, or out (a seed that found no group)
+        self.waits = in_fairness_order(waits)
+        self.sizes = in_fairness_order(sizes)
+        self.skills = in_fairness_order(skills)
+        # The regions each ticket accepts, as a code: tickets with the same list share one (the
+        # lists repeat, so the codes are few). A code is a small int: no object to fetch per ticket.
+        code_of: defaultdict[tuple[str | None, ...], int] = defaultdict(count().__next__)  # a new list: the next code
+        pool_codes = list(map(code_of.__getitem__, map(tuple, options)))
+        self.region_lists = list(code_of)  # code -> the regions
+        self.region_codes = in_fairness_order(pool_codes)  # by fairness number
+        self.ids = in_fairness_order([ticket.ticket_id for ticket in pool])
+        self.parties = in_fairness_order(parties)  # a match reads these, not the tickets
+        self.player_waits = list(map(operator.mul, self.waits, self.sizes))  # summed for a mean wait
+        self.taken = bytearray(ticket_count)  # matched, expired, or out (a seed that found no group)
         self.teams = config.team_count
         self.full = config.players.max
+        self.max_wait_s = config.max_wait_s
+        # match_sizes(wait) is the same tuple for every wait from max_wait_s on: made once, not per seed
+        self.overdue_sizes = config.match_sizes(config.max_wait_s)
+        self.width = _no_skill_window if config.skill is None else config.skill.width
         largest = max(sizes, default=1)
         self.kinds = max(1, min(largest, too_large))  # party sizes 1..kinds
         self.unit = [tuple(int(k == size - 1) for k in range(self.kinds)) for size in range(self.kinds + 1)]
         self.buckets = self._bucket_by_region()
 
-    def _ticket(self, index: int) -> Ticket:
-        return self.pool[self.order[index]]
-
     def _bucket_by_region(self) -> dict[str | None, _Bucket]:
+        """Per region, the tickets that accept it by skill (ties: the older first)."""
         skills = self.skills
         by_skill = sorted(range(len(skills)), key=skills.__getitem__)  # stable: ties stay oldest first
-        ranked = _as_doubles(list(map(skills.__getitem__, by_skill)))
-        self.pack = list if type(ranked) is list else functools.partial(array, "d")
-        buckets = _Buckets(self.pack)
-        pool_options, order = self.pool_options, self.order
-        for index, skill, regions in zip(by_skill, ranked, map(pool_options.__getitem__, map(order.__getitem__, by_skill))):
+        # Fresh numbers made in skill order lie side by side in memory, as a search walks them.
+        in_skill_order = _picker(by_skill)
+        ranked = [skill + 0 for skill in in_skill_order(skills)]
+        by_skill = [index + 0 for index in by_skill]
+        region_lists = self.region_lists
+        regions = dict.fromkeys(chain.from_iterable(region_lists))  # every region, in a fixed order
+        codes_by_skill = in_skill_order(self.region_codes)
+        if len(region_lists) > 256 or len(regions) > _MASKED_REGIONS_MAX:
+            return self._bucket_one_by_one(by_skill, ranked, codes_by_skill)
+        skill_codes = bytes(codes_by_skill)  # one byte per ticket
+        buckets = {}
+        for region in regions:
+            # a mask over the tickets in skill order (C loops, no Python step per ticket)
+            accepts = bytes([region in listed for listed in region_lists]).ljust(256, b"\0")  # by code
+            chosen = skill_codes.translate(accepts)
+            buckets[region] = _Bucket(list(compress(ranked, chosen)), list(compress(by_skill, chosen)))
+        return buckets
+
+    def _bucket_one_by_one(self, by_skill: list[int], ranked: list[float], codes_by_skill: list[int],
+                           ) -> dict[str | None, _Bucket]:
+        """The same buckets, ticket by ticket: cheaper than a mask per region when regions are many."""
+        buckets = _Buckets()
+        for index, skill, regions in zip(by_skill, ranked, map(self.region_lists.__getitem__, codes_by_skill)):
             for region in regions:
                 add_skill, add_index = buckets.adders[region]
                 add_skill(skill)
@@ -163,11 +192,11 @@ class _Pass:
 
     def _compact(self) -> None:
         """Drop taken tickets from every bucket (done each time half of the free ones are taken)."""
-        taken, pack = self.taken, self.pack
+        taken = self.taken
         for bucket in self.buckets.values():
-            free = bytes(map(taken.__getitem__, bucket.indexes)).translate(_FLIP)
-            bucket.indexes = array("l", compress(bucket.indexes, free))
-            bucket.skills = pack(compress(bucket.skills, free))
+            free = bytes(_picker(bucket.indexes)(taken)).translate(_FLIP)
+            bucket.indexes = list(compress(bucket.indexes, free))
+            bucket.skills = list(compress(bucket.skills, free))
 
     def run(self) -> FormingResult:
         config, taken, sizes, waits = self.config, self.taken, self.sizes, self.waits
@@ -176,17 +205,15 @@ class _Pass:
         expired: list[tuple[str, str]] = []
         remaining: list[str] = []
         free = len(taken)
-        compact_at = free // 2
-        for seed in range(len(taken)):
-            if taken[seed]:
-                continue
+        compact_at = free // 4
+        for seed in _free_in_order(taken):
             if free <= compact_at:
                 self._compact()
-                compact_at = free // 2
+                compact_at = free // 4
             taken[seed] = 1
             free -= 1
             if sizes[seed] > max_party_size:
-                expired.append((self._ticket(seed).ticket_id, EXPIRED_PARTY_TOO_LARGE))
+                expired.append((self.ids[seed], EXPIRED_PARTY_TOO_LARGE))
                 continue
             found = self._find(seed)
             if found is not None:
@@ -196,22 +223,21 @@ class _Pass:
                 free -= len(group) - 1
                 matches.append(self._match(group, region, players))
             elif waits[seed] >= max_wait_s:
-                expired.append((self._ticket(seed).ticket_id, EXPIRED_MAX_WAIT))
+                expired.append((self.ids[seed], EXPIRED_MAX_WAIT))
             else:
-                remaining.append(self._ticket(seed).ticket_id)
+                remaining.append(self.ids[seed])
         return FormingResult(matches=matches, expired=expired, remaining=remaining)
 
     # -- search -----------------------------------------------------------------------------
 
     def _find(self, seed: int) -> tuple[list[int], str | None, int] | None:
-        config = self.config
         wait = self.waits[seed]
-        width = math.inf if config.skill is None else config.skill.width(wait)
-        regions = self.pool_options[self.order[seed]]
+        width = self.width(wait)
+        regions = self.region_lists[self.region_codes[seed]]
         if len(regions) > 1:
-            regions = preference_order(self._ticket(seed), regions)
+            regions = preference_order(self.pool[self.order[seed]], regions)
         full = self.full
-        for players in (full,) if wait < config.max_wait_s else config.match_sizes(wait):
+        for players in (full,) if wait < self.max_wait_s else self.overdue_sizes:
             if self.sizes[seed] > players // self.teams:
                 continue
             for region in regions:
@@ -226,7 +252,7 @@ class _Pass:
     def _near(self, seed: int, bucket: _Bucket, width: float, players: int):
         """Nearest-first: a group, None (no group in this bucket), or _UNKNOWN (window edge hit)."""
         skills_sorted, indexes = bucket.skills, bucket.indexes
-        taken, sizes, teams = self.taken, self.sizes, self.teams
+        taken, sizes, teams, inf = self.taken, self.sizes, self.teams, math.inf
         skill = self.skills[seed]
         need = players - sizes[seed]
         if need == 0:
@@ -236,38 +262,41 @@ class _Pass:
         gathered: list[int] = []
         low = high = skill
         got = 0
+        # The nearest free candidate on each side and its distance (inf: that side is used up).
+        # Only the side just taken from moves on.
         end = len(indexes)
         right = bisect_left(skills_sorted, skill)
         left = right - 1
+        while left >= 0 and taken[indexes[left]]:
+            left -= 1
+        while right < end and taken[indexes[right]]:
+            right += 1
+        to_left = skill - skills_sorted[left] if left >= 0 else inf
+        to_right = skills_sorted[right] - skill if right < end else inf
         while True:
-            while left >= 0 and taken[indexes[left]]:
-                left -= 1
-            while right < end and taken[indexes[right]]:
-                right += 1
-            if left >= 0 and right < end:
-                to_left = skill - skills_sorted[left]
-                to_right = skills_sorted[right] - skill
-                go_left = to_left < to_right or (to_left == to_right and indexes[left] < indexes[right])
-            elif left >= 0:
-                go_left = True
-            elif right < end:
-                go_left = False
-            else:
-                return None  # every candidate fits the window and they are not enough
-            if go_left:
+            # the nearer side; on a tie the older ticket (with both used up, both are inf)
+            if to_left < to_right or (to_left == to_right != inf and indexes[left] < indexes[right]):
                 value = skills_sorted[left]
                 if high - value > width:
                     return _UNKNOWN
                 low = value
                 index = indexes[left]
                 left -= 1
-            else:
+                while left >= 0 and taken[indexes[left]]:
+                    left -= 1
+                to_left = skill - skills_sorted[left] if left >= 0 else inf
+            elif to_right != inf:
                 value = skills_sorted[right]
                 if value - low > width:
                     return _UNKNOWN
                 high = value
                 index = indexes[right]
                 right += 1
+                while right < end and taken[indexes[right]]:
+                    right += 1
+                to_right = skills_sorted[right] - skill if right < end else inf
+            else:
+                return None  # every candidate fits the window and they are not enough
             gathered.append(index)
             size = sizes[index]
             counts[size - 1] += 1
@@ -361,47 +390,51 @@ class _Pass:
 
     def _match(self, group: list[int], region: str | None, players: int) -> FormedMatch:
         group.sort()  # fairness order: the seed first
-        order, skills, sizes, waits = self.order, self.skills, self.sizes, self.waits
-        positions = list(map(order.__getitem__, group))  # in the pool
-        player_ids: list[str] = []
-        teams: tuple[tuple[str, ...], ...] = ()
-        team_skill: tuple[float, ...] = ()
+        members = itemgetter(*group) if len(group) > 1 else _picker(group)
+        parties, skills = members(self.parties), members(self.skills)
         if self.teams == 1:
-            for party in map(self.pool_parties.__getitem__, positions):
-                player_ids += party
+            teams = team_skill = ()
         else:
-            team_of, sums = self._assign_teams(group, players)
-            per_team: list[list[str]] = [[] for _ in sums]
-            for index, party in zip(group, map(self.pool_parties.__getitem__, positions)):
-                player_ids += party
-                per_team[team_of[index]] += party
-            teams = tuple(map(tuple, per_team))
-            team_skill = tuple(sums)
-        member_skills = list(map(skills.__getitem__, group))
+            teams, team_skill = self._teams(group, parties, players)
+        # positional arguments, in field order: a keyword costs more than the rest of the call here
+        quality = MatchQuality(
+            max(skills) - min(skills),  # skill_spread
+            self.waits[group[0]],  # max_wait_s: the oldest's
+            sum(members(self.player_waits)) / players,  # mean_wait_s
+            team_skill)
         return FormedMatch(
-            ticket_ids=tuple(map(self.pool_ids.__getitem__, positions)),
-            players=tuple(player_ids),
-            teams=teams,
-            region=region,
-            short=players < self.full,
-            quality=MatchQuality(
-                skill_spread=max(member_skills) - min(member_skills),
-                max_wait_s=waits[group[0]],  # the oldest
-                mean_wait_s=sum(map(operator.mul, map(waits.__getitem__, group), map(sizes.__getitem__, group))) / players,
-                team_skill=team_skill,
-            ),
-        )
+            members(self.ids),  # ticket_ids
+            tuple(chain.from_iterable(parties)),  # players
+            teams, region, players < self.full, quality)  # teams, region, short, quality
 
-    def _assign_teams(self, group: list[int], players: int) -> tuple[dict[int, int], list[float]]:
-        """Parties by (size, skill) descending, each to the team with the lowest skill sum that has
-        room and still lets the remaining parties fill every team exactly. Returns each party's
-        team and the teams' skill sums."""
+    def _teams(self, group: list[int], parties: tuple[tuple[str, ...], ...], players: int,
+               ) -> tuple[tuple[tuple[str, ...], ...], tuple[float, ...]]:
+        """Each team's players (its parties in fairness order) and the teams' skill sums.
+
+        Parties by (size, skill) descending go, one by one, to the team with the lowest skill sum
+        that has room and still lets the remaining parties fill every team exactly."""
         skills, sizes = self.skills, self.sizes
-        parties = sorted(group, key=skills.__getitem__, reverse=True)  # stable: ties stay oldest first
-        parties.sort(key=sizes.__getitem__, reverse=True)  # so: by size, then skill, descending
+        placing = sorted(group, key=skills.__getitem__, reverse=True)  # stable: ties stay oldest first
+        placing.sort(key=sizes.__getitem__, reverse=True)  # so: by size, then skill, descending
         team_size = players // self.teams
-        placed = self._place_in_two(parties, team_size) if self.teams == 2 else self._place_greedy(parties, team_size)
-        return placed or self._place_looking_ahead(parties, team_size)
+        if self.teams == 2:
+            placed = self._place_in_two(placing, team_size)
+        else:
+            placed = self._place_greedy(placing, team_size)
+        team_of, sums = placed or self._place_looking_ahead(placing, team_size)
+        if len(sums) == 2:  # the common case, unrolled
+            first: list[str] = []
+            second: list[str] = []
+            for team, party in zip(map(team_of.__getitem__, group), parties):
+                if team:
+                    second += party
+                else:
+                    first += party
+            return (tuple(first), tuple(second)), tuple(sums)
+        per_team: list[list[str]] = [[] for _ in sums]
+        for team, party in zip(map(team_of.__getitem__, group), parties):
+            per_team[team] += party
+        return tuple(map(tuple, per_team)), tuple(sums)
 
     def _place_in_two(self, parties: list[int], team_size: int) -> tuple[dict[int, int], list[float]] | None:
         """`_place_greedy` for two teams, unrolled (the common case)."""
@@ -478,22 +511,41 @@ class _Pass:
 _UNKNOWN = object()
 
 
+def _picker(numbers: Sequence[int]) -> Callable[[Sequence], tuple]:
+    """A function that takes the values at `numbers` from a sequence, as a tuple, in one C call
+    (cheaper than a map of __getitem__; itemgetter alone gives a bare value for a single number)."""
+    if len(numbers) > 1:
+        return itemgetter(*numbers)
+    if numbers:
+        number = numbers[0]
+        return lambda values: (values[number],)
+    return lambda values: ()
+
+
+def _free_in_order(taken: bytearray) -> Iterator[int]:
+    """The numbers of the tickets not taken, ascending, as `taken` changes (a C scan skips the rest)."""
+    seed = taken.find(0)
+    while seed >= 0:
+        yield seed
+        seed = taken.find(0, seed + 1)
+
+
+def _no_skill_window(_wait_s: float) -> float:
+    return math.inf
+
+
+# Up to this many regions, a bucket is cut from the skill order by a mask (a C loop over every
+# ticket per region); beyond, one Python loop over the tickets is cheaper.
+_MASKED_REGIONS_MAX = 16
+
 _FLIP = bytes.maketrans(b"\0\1", b"\1\0")  # taken flags -> free flags
 
 
-def _as_doubles(values: list[float]) -> Sequence[float]:
-    """`values` in an array of doubles (side by side in memory, no object per value) when that
-    holds every one exactly (any float, an int up to 2**53); else the list itself."""
-    doubles = array("d", values)
-    return doubles if set(map(type, values)) <= {float} or doubles.tolist() == values else values
-
-
 class _Buckets(dict):
-    """Region -> _Bucket, made on first use; `adders[region]`: its two arrays' append methods."""
+    """Region -> _Bucket, made on first use; `adders[region]`: its two lists' append methods."""
 
-    def __init__(self, pack) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.pack = pack
         self.adders = _Adders(self)
 
 
@@ -503,7 +555,7 @@ class _Adders(dict):
         self.buckets = buckets
 
     def __missing__(self, region: str | None):
-        bucket = self.buckets[region] = _Bucket(self.buckets.pack(), array("l"))
+        bucket = self.buckets[region] = _Bucket([], [])
         adders = self[region] = (bucket.skills.append, bucket.indexes.append)
         return adders
 
@@ -514,7 +566,7 @@ class _Bucket:
 
     __slots__ = ("indexes", "skills")
 
-    def __init__(self, skills: Sequence[float], indexes: array) -> None:
+    def __init__(self, skills: list[float], indexes: list[int]) -> None:
         self.skills = skills
         self.indexes = indexes
 

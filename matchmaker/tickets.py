@@ -220,7 +220,8 @@ class SkillWindow:
             raise ValueError(f"max_width must be a number >= initial ({self.initial}), got {value!r}")
 
     def width(self, wait_s: float) -> float:
-        return min(self.max_width, self.initial + self.per_second * wait_s)
+        widened = self.initial + self.per_second * wait_s
+        return widened if widened < self.max_width else self.max_width  # min(): the builtin costs more
 
     def skill_of(self, ticket: Ticket) -> float:
         return ticket.numbers.get(self.number, self.default)
@@ -249,6 +250,8 @@ class RegionRule:
         inf = math.inf
         accepted: list[list[str]] = []
         append = accepted.append
+        # Plain loops inside, not comprehensions: in Python 3.11 a comprehension is a function
+        # made and called each time, which costs more than its loop over a few regions.
         for ticket, wait_s in zip(tickets, waits_s):
             latencies = ticket.latencies
             preferred = ticket.string_sets.get(name)
@@ -257,13 +260,20 @@ class RegionRule:
             if preferred is None or (relaxed and any_region):
                 if limit is None:  # every region it knows a latency for, and every region it lists
                     append(list(latencies.keys() if preferred is None else preferred | latencies.keys()))
-                else:  # an unknown latency fails the limit: only regions with a latency can pass
-                    append([region for region, ms in latencies.items() if ms <= limit])
+                    continue
+                # an unknown latency fails the limit: only regions with a latency can pass
+                regions: list[str] = []
+                for region, ms in latencies.items():
+                    if ms <= limit:
+                        regions.append(region)
             elif limit is None:
-                append(list(preferred))
+                regions = list(preferred)
             else:
-                get = latencies.get
-                append([region for region in preferred if get(region, inf) <= limit])
+                regions = []
+                for region in preferred:
+                    if latencies.get(region, inf) <= limit:
+                        regions.append(region)
+            append(regions)
         return accepted
 
     def region_set(self, ticket: Ticket, wait_s: float) -> list[str]:
