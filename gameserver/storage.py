@@ -16,7 +16,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -253,10 +253,13 @@ def _check_header(conn: sqlite3.Connection, path: Path) -> int:
 class MatchStore:
     """An open match file. Not thread-safe: one caller at a time (the actor, or a thread it awaits)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool):
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool,
+                 synchronous_after_first_write: str | None = None):
         self.conn = conn
         self.path = path
         self.read_only = read_only
+        # Set while the connection runs at synchronous = OFF until its first write (see `open`).
+        self._synchronous_after_first_write = synchronous_after_first_write
 
     # -- opening and creating ---------------------------------------------------------------
 
@@ -350,11 +353,19 @@ class MatchStore:
                                          "open it with a running node first")
                 _migrate(conn, version)
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            first_write_unsynced = False
             if not read_only:
+                # A new WAL's first write syncs its header and its directory: about 1 ms that a woken
+                # match would spend before its first state frame. With the WAL absent or empty there is
+                # no older frame that an unsynced header could let a crash replay, so that write runs
+                # at synchronous = OFF, which loses nothing NORMAL keeps (NORMAL syncs no commit; the
+                # WAL is synced before any checkpoint copies it). FULL keeps every sync.
+                first_write_unsynced = synchronous == "NORMAL" and _wal_is_empty(path)
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA synchronous = {synchronous}")
+                conn.execute(f"PRAGMA synchronous = {'OFF' if first_write_unsynced else synchronous}")
                 conn.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_EVERY_COMMITS
-            store = cls(conn, path, read_only=read_only)
+            store = cls(conn, path, read_only=read_only,
+                        synchronous_after_first_write=synchronous if first_write_unsynced else None)
             store.meta()  # every match file has its match row
         except sqlite3.DatabaseError as error:
             conn.close()
@@ -365,7 +376,28 @@ class MatchStore:
         return store
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self._restore_synchronous()  # closing checkpoints: at OFF it would not sync
+        finally:
+            self.conn.close()
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        if self._synchronous_after_first_write is None:
+            return transaction(self.conn)
+        return self._first_transaction()
+
+    @contextmanager
+    def _first_transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with transaction(self.conn) as conn:
+                yield conn
+        finally:
+            self._restore_synchronous()
+
+    def _restore_synchronous(self) -> None:
+        if self._synchronous_after_first_write is not None:
+            synchronous, self._synchronous_after_first_write = self._synchronous_after_first_write, None
+            self.conn.execute(f"PRAGMA synchronous = {synchronous}")
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -473,7 +505,7 @@ class MatchStore:
 
     def commit_step(self, record: StepRecord, now: float) -> None:
         """Write everything one tick produced in one transaction."""
-        with transaction(self.conn) as conn:
+        with self._transaction() as conn:
             if record.commands:
                 conn.executemany(
                     "INSERT INTO inputs (tick, idx, kind, player_id, seq, data) VALUES (?, ?, ?, ?, ?, ?)",
@@ -506,7 +538,7 @@ class MatchStore:
                 self._set_status(record.status, record.status_reason, record.result, now, tick=completed)
 
     def write_snapshot(self, snapshot: Snapshot) -> None:
-        with transaction(self.conn) as conn:
+        with self._transaction() as conn:
             self._insert_snapshot(conn, snapshot)
 
     def connections(self) -> list[tuple[int, str, str, Any, float]]:
@@ -521,7 +553,7 @@ class MatchStore:
         (`Connection.row()`) inserted or replaced by their conn_id, `connections_removed` conn_ids
         deleted. The cost is the changes', not the table's: a join costs the same with 1 or 1,000
         connections open."""
-        with transaction(self.conn) as conn:
+        with self._transaction() as conn:
             self._write_alarms(conn, writes)
             conn.execute("UPDATE match SET next_alarm_at = ?", (next_alarm_at,))
             if connections_removed:
@@ -532,7 +564,7 @@ class MatchStore:
                                  [(i, p, r, _json(a), at) for i, p, r, a, at in connections_added])
 
     def set_status(self, status: str, reason: str | None, now: float, result: Any = None) -> None:
-        with transaction(self.conn):
+        with self._transaction():
             self._set_status(status, reason, result, now)
 
     def _set_status(self, status: str, reason: str | None, result: Any, now: float, tick: int | None = None) -> None:
@@ -577,6 +609,14 @@ class MatchStore:
             else:
                 conn.execute("INSERT OR REPLACE INTO alarms (name, due, retries, failed, last_error) "
                              "VALUES (?, ?, ?, ?, ?)", (name, alarm.due, alarm.retries, alarm.failed, alarm.last_error))
+
+
+def _wal_is_empty(path: Path) -> bool:
+    """Whether the match file's WAL is absent or holds no frame (shorter than its 32-byte header)."""
+    try:
+        return (path.parent / (path.name + "-wal")).stat().st_size < 32
+    except FileNotFoundError:
+        return True
 
 
 @contextmanager

@@ -191,6 +191,64 @@ def test_a_live_match_never_checkpoints_in_its_commits_and_a_checkpoint_elsewher
         assert reader.meta().tick == sim.tick
 
 
+def _synchronous(store):
+    return store.conn.execute("PRAGMA synchronous").fetchone()[0]  # 0 OFF, 1 NORMAL, 2 FULL
+
+
+def _one_step(store, sim, now):
+    commands = [Command(JOIN, "a")] if sim.tick == 0 else [Command(INPUT, "a", sim.tick, {"dx": 1, "dy": 0})]
+    store.commit_step(step_record(sim, sim.step(commands), 10), now=now)
+
+
+def test_only_the_first_write_into_an_empty_wal_skips_syncing_and_only_at_normal(tmp_path):
+    """A fresh WAL's first write runs at synchronous = OFF (no header or directory sync to wait
+    for), every later one at the configured level; a WAL that already holds frames, or FULL, never."""
+    path, meta, sim = new_file(tmp_path)
+    store = MatchStore.open(path)
+    try:
+        assert _synchronous(store) == 0  # no WAL yet
+        _one_step(store, sim, 1000.0)
+        assert _synchronous(store) == 1  # NORMAL from then on
+        _one_step(store, sim, 1001.0)
+        assert _synchronous(store) == 1
+        other = MatchStore.open(path)  # the WAL now holds frames: nothing may be skipped
+        try:
+            assert _synchronous(other) == 1
+        finally:
+            other.close()
+    finally:
+        store.close()
+    full = MatchStore.open(path, synchronous="FULL")
+    try:
+        assert _synchronous(full) == 2
+        _one_step(full, sim, 1002.0)
+        assert _synchronous(full) == 2
+    finally:
+        full.close()
+    with MatchStoreReader(path) as reader:  # every commit is there
+        assert reader.meta().tick == sim.tick == 3
+
+
+def test_a_first_write_that_fails_still_restores_the_configured_level(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    store = MatchStore.open(path)
+    try:
+        step = sim.step([Command(JOIN, "a")])
+        record = step_record(sim, step, 10)
+        store.commit_step(record, now=1000.0)
+        assert _synchronous(store) == 1
+    finally:
+        store.close()
+    store = MatchStore.open(path)
+    try:
+        assert _synchronous(store) == 0
+        with pytest.raises(sqlite3.IntegrityError):
+            store.commit_step(record, now=1001.0)  # the same tick's inputs again: refused, rolled back
+        assert _synchronous(store) == 1
+    finally:
+        store.close()
+
+
 @given(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False),
                                                         st.booleans(), st.none(), st.text(max_size=5),
                                                         st.lists(st.integers(), max_size=2)), max_size=4))
