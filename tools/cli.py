@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "by the open-file limit per worker; 0 skips the memory phase)")
     hibernation.add_argument("--moves", type=_positive_int, default=1000, help="moves logged before waking (1000)")
     hibernation.add_argument("--wake-matches", type=_positive_int, default=20, help="matches woken (default 20)")
-    hibernation.add_argument("--wakes", type=_positive_int, default=5, help="wakes per match (default 5)")
+    hibernation.add_argument("--wakes", type=_positive_int, default=25,
+                             help="wakes per match (default 25: 500 wakes, so that p99 is not the slowest one)")
     hibernation.add_argument("--alarm-matches", type=_positive_int, default=1000, help="matches with a timer (1000)")
     hibernation.add_argument("--bare", type=_positive_int, default=1000,
                              help="spectator connections measured for a connection's own cost (1000)")
