@@ -56,6 +56,7 @@ class WebSocket(Outbox):
         self._reading = False
         self._reader: trio.lowlevel.Task | None = None
         self._unyielded = 0  # frames parsed since the reader last let other tasks run
+        self._drained_read = False  # the last read took less than it asked for: the socket was empty
         self._peer_done = trio.Event()  # the reader saw the peer's close frame, or the end
 
     # -- writing -------------------------------------------------------------------------------
@@ -129,6 +130,15 @@ class WebSocket(Outbox):
         self._shutdown()
 
     async def _read_more(self) -> None:
+        if self._drained_read:
+            # The last read emptied the socket (a short read of a stream socket), so a read now would
+            # almost surely fail with EAGAIN: wait for the next readiness edge first. Bytes that came
+            # in after that read raised an edge of their own, so the wait does not miss them.
+            try:
+                await wait_readable(self.sock)
+            except trio.ClosedResourceError:  # closed by another task
+                self._lost(None)
+                return
         try:
             data = self.sock.recv(RECEIVE_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -150,6 +160,7 @@ class WebSocket(Outbox):
         if not data:
             self._lost(None)
             return
+        self._drained_read = len(data) < RECEIVE_BYTES
         self.parser.feed(data)
 
     def _lost(self, error: OSError | None) -> None:
