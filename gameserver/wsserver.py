@@ -130,22 +130,15 @@ class WebSocket(Outbox):
         self._shutdown()
 
     async def _read_more(self) -> None:
-        if self._drained_read:
-            # The last read emptied the socket (a short read of a stream socket), so a read now would
-            # almost surely fail with EAGAIN: wait for the next readiness edge first. Bytes that came
-            # in after that read raised an edge of their own, so the wait does not miss them.
-            try:
-                await wait_readable(self.sock)
-            except trio.ClosedResourceError:  # closed by another task
-                self._lost(None)
-                return
+        # After a short read (the last read emptied the socket) a read now would almost surely fail
+        # with EAGAIN: wait for the next readiness edge first. Bytes that came in after that read
+        # raised an edge of their own, so the wait does not miss them.
+        if self._drained_read and not await self._wait_readable():
+            return
         try:
             data = self.sock.recv(RECEIVE_BYTES)
         except (BlockingIOError, InterruptedError):
-            try:
-                await wait_readable(self.sock)
-            except trio.ClosedResourceError:  # closed by another task
-                self._lost(None)
+            if not await self._wait_readable():
                 return
             try:
                 data = self.sock.recv(RECEIVE_BYTES)
@@ -162,6 +155,15 @@ class WebSocket(Outbox):
             return
         self._drained_read = len(data) < RECEIVE_BYTES
         self.parser.feed(data)
+
+    async def _wait_readable(self) -> bool:
+        """Wait until the socket may have bytes; False if another task closed it (then it is lost)."""
+        try:
+            await wait_readable(self.sock)
+        except trio.ClosedResourceError:
+            self._lost(None)
+            return False
+        return True
 
     def _lost(self, error: OSError | None) -> None:
         if self.closed is None:
