@@ -14,6 +14,7 @@ import attrs
 import jwt
 
 from .ids import InvalidId, check_match_id, check_player_id
+from .token_cache import VerifiedTokens
 
 ISSUER = "arbiter"
 PLAYER = "player"
@@ -40,24 +41,21 @@ def sign(secret: bytes, grant: Grant, now: float) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-# Tokens that verified, by (secret, token): a client that reconnects, or many spectators sharing one
-# token, costs a dict lookup instead of PyJWT's decode and HMAC (about 60 us). The expiry is still
-# checked on every use; only valid tokens are kept, so forged ones cannot fill it.
+# Tokens that verified, by (secret, token): see token_cache.py.
 VERIFIED_CACHE_SIZE = 4096
-_verified: dict[tuple[bytes, str], Grant] = {}
+_verified: VerifiedTokens[Grant] = VerifiedTokens(VERIFIED_CACHE_SIZE)
 
 
 def verify(secret: bytes, token: str, now: float) -> Grant:
     """The grant a token carries, or `TokenError` if it is malformed, forged or expired."""
-    grant = _verified.get((secret, token))
-    if grant is None:
+    known = _verified.get((secret, token))
+    if known is None:
         grant = _verify_uncached(secret, token, now)
-        if len(_verified) >= VERIFIED_CACHE_SIZE:
-            del _verified[next(iter(_verified))]  # the oldest entry
-        _verified[(secret, token)] = grant
-    elif grant.expires_at <= now:
+        _verified.add((secret, token), grant, grant.expires_at)
+        return grant
+    if known[1] <= now:
         raise TokenError("token expired")
-    return grant
+    return known[0]
 
 
 def _verify_uncached(secret: bytes, token: str, now: float) -> Grant:

@@ -15,6 +15,7 @@ import attrs
 import jwt
 
 from gameserver.ids import InvalidId, check_player_id
+from gameserver.token_cache import VerifiedTokens
 
 AUDIENCE = "arbiter:player"
 ISSUER = "arbiter"
@@ -30,10 +31,10 @@ class PlayerAuth:
     secret: bytes
     guests: bool  # development mode: POST /v1/auth/guest hands out tokens
     guest_ttl_s: float = 24 * 3600.0
-    # Tokens already verified: token -> (player, exp). A JWT decode costs about 0.1 ms and a client
-    # sends the same token with every request; the expiry is still checked every time.
-    _verified: dict[str, tuple[str, float]] = attrs.field(factory=dict, eq=False, repr=False)
     cache_size: int = 10_000
+    # Tokens already verified: token -> (player, exp); see gameserver/token_cache.py.
+    _verified: VerifiedTokens[str] = attrs.field(
+        default=attrs.Factory(lambda self: VerifiedTokens(self.cache_size), takes_self=True), eq=False, repr=False)
 
     def sign(self, player: str, now: float, ttl_s: float | None = None) -> tuple[str, float]:
         expires_at = now + (ttl_s if ttl_s is not None else self.guest_ttl_s)
@@ -73,7 +74,5 @@ class PlayerAuth:
             player = check_player_id(claims["sub"])
         except (InvalidId, TypeError) as error:
             raise AuthError(f"invalid player token: {error}") from None
-        if len(self._verified) >= self.cache_size:
-            self._verified.clear()
-        self._verified[token] = (player, float(exp))
+        self._verified.add(token, player, float(exp))
         return player

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gameserver import tokens
+from gameserver.token_cache import VerifiedTokens
 from gameserver.tokens import Grant, TokenError
 
 SECRET = b"s" * 32
@@ -50,8 +51,7 @@ def test_a_tampered_token_is_refused_and_never_cached(position, char):
 
 
 def test_the_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(tokens, "VERIFIED_CACHE_SIZE", 8)
-    monkeypatch.setattr(tokens, "_verified", {})
+    monkeypatch.setattr(tokens, "_verified", VerifiedTokens(8))
     for n in range(20):
         assert tokens.verify(SECRET, token_for(player=f"p{n}"), 10.0).player == f"p{n}"
     assert len(tokens._verified) == 8
