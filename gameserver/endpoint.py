@@ -17,7 +17,8 @@ import trio
 from . import protocol, tokens, wsserver
 from .actor import InputMessage, JoinRequest, LeaveRequest
 from .connection import Connection
-from .node import MatchFailed, MatchNotFound, MatchOver, MatchStorageUnavailable, MatchUnavailable, Node, NodeClosing
+from .node import (MatchFailed, MatchNotFound, MatchOver, MatchStorageUnavailable, MatchUnavailable, Node, NodeClosing,
+                   NodeError)
 from .session import Authenticate, Close, LeaveMatch, Send, Session, Submit
 from .wsserver import ConnectionClosed, Request, WebSocket
 
@@ -152,20 +153,8 @@ class Endpoint:
         conn.on_slow = self.node.metrics.slow_consumers.inc
         try:
             accepted = await self.node.submit(match_id, JoinRequest(conn))
-        except MatchNotFound as error:
-            await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
-            return None
-        except (MatchOver, MatchFailed) as error:
-            await close(ws, protocol.CLOSE_MATCH_OVER, str(error))
-            return None
-        except NodeClosing as error:
-            await close(ws, protocol.CLOSE_GOING_AWAY, str(error))
-            return None
-        except MatchStorageUnavailable as error:  # the file is fine, the storage refuses it now
-            await close(ws, protocol.CLOSE_TRY_AGAIN, str(error))
-            return None
-        except MatchUnavailable as error:
-            await close(ws, protocol.CLOSE_MATCH_NOT_FOUND, str(error))
+        except NodeError as error:
+            await close(ws, refusal_code(error), str(error))
             return None
         if not accepted:
             await close(ws, protocol.CLOSE_TRY_AGAIN, "the match is busy or over; try again")
@@ -203,14 +192,9 @@ class Endpoint:
     async def _deliver(self, conn: Connection, item: InputMessage | LeaveRequest) -> bool:
         try:
             return await self.node.submit(conn.match_id, item)
-        except NodeClosing:
-            conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
-        except (MatchOver, MatchFailed):
-            conn.close(protocol.CLOSE_MATCH_OVER, "the match is over")
-        except MatchStorageUnavailable as error:
-            conn.close(protocol.CLOSE_TRY_AGAIN, str(error))
-        except (MatchNotFound, MatchUnavailable) as error:
-            conn.close(protocol.CLOSE_MATCH_NOT_FOUND, str(error))
+        except NodeError as error:
+            code = refusal_code(error)
+            conn.close(code, _REASONS_IN_A_MATCH.get(code, str(error)))
         return True  # answered by the close
 
     async def _write(self, ws: WebSocket, conn: Connection) -> None:
@@ -234,6 +218,26 @@ class Endpoint:
                     return
         except ConnectionClosed:
             return
+
+
+# The close code for each way the node can refuse a match's connection, most specific first (a
+# MatchFailed or MatchStorageUnavailable is also a MatchUnavailable).
+_REFUSALS: tuple[tuple[type[NodeError] | tuple[type[NodeError], ...], int], ...] = (
+    (NodeClosing, protocol.CLOSE_GOING_AWAY),
+    ((MatchOver, MatchFailed), protocol.CLOSE_MATCH_OVER),
+    (MatchStorageUnavailable, protocol.CLOSE_TRY_AGAIN),  # the file is fine, the storage refuses it now
+    ((MatchNotFound, MatchUnavailable), protocol.CLOSE_MATCH_NOT_FOUND),
+)
+# What a connection already in its match is told instead of the error's own message.
+_REASONS_IN_A_MATCH = {protocol.CLOSE_GOING_AWAY: "server shutting down", protocol.CLOSE_MATCH_OVER: "the match is over"}
+
+
+def refusal_code(error: NodeError) -> int:
+    """The close code for a node's refusal; any other NodeError (not one `Node.submit` raises) is a bug."""
+    for kinds, code in _REFUSALS:
+        if isinstance(error, kinds):
+            return code
+    raise error
 
 
 async def close(ws: WebSocket, code: int, reason: str, timeout: float = 5.0) -> None:
