@@ -29,18 +29,17 @@ from .records import Snapshot, StepRecord
 from .simulation import CANCELLED, ENDED
 from .simulation import Command, make_command
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x41524231  # "ARB1": tells an Arbiter match file from any other SQLite file
 SUFFIX = ".sqlite3"
 STAGING_SUFFIX = ".new"  # a match file being created: `.<match_id>.sqlite3.<pid>.<n>.new`, linked into place
-CACHE_KIB = 512  # SQLite's page cache per open match file (its default is 2 MiB; match files are small)
+CACHE_KIB = 64  # SQLite's page cache per open match file (its default is 2 MiB; match files are small)
 # A live match's own commits never checkpoint its WAL (`wal_autocheckpoint = 0`): SQLite's automatic
 # checkpoint would copy the WAL into the file and fsync it inside a tick's commit, on the event loop
 # (at 1,000 pages: every ~17 s per arena match; ~60 us a tick on average, in stalls of tens of ms).
 # Instead the node checkpoints each match every CHECKPOINT_EVERY_COMMITS commits, from a connection
 # of its own in a worker thread (`checkpoint`).
 CHECKPOINT_EVERY_COMMITS = 250
-_IMMUTABLE_JSON = (str, int, float, bool, type(None))
 
 CREATED = "created"  # schema-1 files only: a match not activated yet (treated as running)
 LOBBY = "lobby"
@@ -133,9 +132,43 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE match ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
 
 
+# The input log from schema 5 on: one row per step, written in one INSERT (until schema 4, a row
+# per command in `inputs`, one in `checksums`, and an UPDATE of the match row: three B-tree pages,
+# so three WAL frames, per commit). `commands` is a JSON array of [kind, player, seq, data], NULL
+# when the step had none; `checksum` is NULL for a step that did not complete (its game code
+# crashed). The old tables live on as views over it, for SQL readers (tools, people with sqlite3).
+_STEPS = "CREATE TABLE steps (tick INTEGER PRIMARY KEY, checksum INTEGER, at REAL, ticked INTEGER NOT NULL DEFAULT 1, commands TEXT)"
+_STEP_VIEWS = (
+    "CREATE VIEW inputs AS SELECT s.tick AS tick, CAST(c.key AS INTEGER) AS idx,"
+    " json_extract(c.value, '$[0]') AS kind, json_extract(c.value, '$[1]') AS player_id,"
+    " json_extract(c.value, '$[2]') AS seq,"
+    " CASE json_type(c.value, '$[3]') WHEN 'null' THEN NULL ELSE json_quote(json_extract(c.value, '$[3]')) END AS data"
+    " FROM steps AS s, json_each(s.commands) AS c WHERE s.commands IS NOT NULL",
+    "CREATE VIEW checksums AS SELECT tick, checksum, at, ticked FROM steps WHERE checksum IS NOT NULL",
+)
+
+
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """One row per step (`_STEPS`) instead of the `inputs` and `checksums` tables."""
+    conn.execute(_STEPS)
+    steps: dict[int, list] = {}
+    for tick, checksum, at, ticked in conn.execute("SELECT tick, checksum, at, ticked FROM checksums"):
+        steps[tick] = [tick, checksum, at, ticked, []]
+    for tick, kind, player, seq, data in conn.execute(
+            "SELECT tick, kind, player_id, seq, data FROM inputs ORDER BY tick, idx"):
+        steps.setdefault(tick, [tick, None, None, 1, []])[4].append(_command_json(kind, player, seq, data))
+    conn.executemany("INSERT INTO steps (tick, checksum, at, ticked, commands) VALUES (?, ?, ?, ?, ?)",
+                     [(t, c, at, ticked, _commands_json(commands) if commands else None)
+                      for t, c, at, ticked, commands in steps.values()])
+    conn.execute("DROP TABLE inputs")
+    conn.execute("DROP TABLE checksums")
+    for view in _STEP_VIEWS:
+        conn.execute(view)
+
+
 # MIGRATIONS[v] turns a version-v file into a version-(v + 1) file, inside one transaction.
 # New files are created at version 1 and migrated, so a new file and a migrated one are the same.
-MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5}
 
 
 class MatchFileError(Exception):
@@ -148,6 +181,10 @@ class NotAMatchFile(MatchFileError):
 
 class NewerSchema(MatchFileError):
     """Written by a newer Arbiter: this version must not touch it."""
+
+
+class OlderSchema(MatchFileError):
+    """Written by an older Arbiter: it can be read once a writer has migrated it."""
 
 
 class CorruptFile(MatchFileError):
@@ -313,7 +350,7 @@ class MatchStore:
                  meta.code_fingerprint, _json(meta.labels)),
             )
             cls._insert_snapshot(conn, snapshot)
-            conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (snapshot.tick, snapshot.checksum))
+            conn.execute("INSERT INTO steps (tick, checksum) VALUES (?, ?)", (snapshot.tick, snapshot.checksum))
             conn.executemany("INSERT INTO kv (key, tick, value) VALUES (?, ?, ?)",
                              [(key, snapshot.tick, _json(value)) for key, value in (kv or {}).items()])
             cls._write_alarms(conn, [(a.name, a) for a in alarms or []])
@@ -349,8 +386,8 @@ class MatchStore:
                     raise CorruptFile(f"{path}: damaged ({verdict})")
             if version < SCHEMA_VERSION:
                 if read_only:
-                    raise MatchFileError(f"{path}: schema version {version} needs a migration; "
-                                         "open it with a running node first")
+                    raise OlderSchema(f"{path}: schema version {version} needs a migration; "
+                                      "open it with a running node first")
                 _migrate(conn, version)
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             first_write_unsynced = False
@@ -410,6 +447,14 @@ class MatchStore:
         if row is None:
             raise CorruptFile(f"{self.path}: the match row is missing")
         values = list(row)
+        # The match row is written when the match changes status, not at every step: the last
+        # completed step says how far it got, and when.
+        last = self.conn.execute(
+            "SELECT tick, at FROM steps WHERE checksum IS NOT NULL ORDER BY tick DESC LIMIT 1").fetchone()
+        if last is not None and last[0] > values[9]:
+            values[9] = last[0]
+            if last[1] is not None and last[1] > values[11]:
+                values[11] = last[1]
         values[3] = json.loads(values[3])
         values[14] = json.loads(values[14]) if values[14] is not None else None
         values[17] = json.loads(values[17])
@@ -429,34 +474,31 @@ class MatchStore:
 
     def commands_after(self, tick: int, until: int | None = None) -> Iterator[tuple[int, list[Command]]]:
         """(tick, commands) for every tick after `tick` that has commands, in order."""
-        sql = "SELECT tick, kind, player_id, seq, data FROM inputs WHERE tick > ?"
+        sql = "SELECT tick, commands FROM steps WHERE tick > ? AND commands IS NOT NULL"
         args: tuple = (tick,)
         if until is not None:
             sql += " AND tick <= ?"
             args = (tick, until)
-        current, batch = None, []
-        decoded: dict[str, Any] = {}  # an input's JSON text -> its decoded object, for flat objects (they repeat)
-        known, make = decoded.get, make_command
-        for t, kind, player, seq, data in self.conn.execute(sql + " ORDER BY tick, idx", args):
-            if t != current:
-                if batch:
-                    yield current, batch
-                current, batch = t, []
-            value = known(data)  # None for a NULL data too
-            if value is None and data is not None:
-                value = json.loads(data)
-                # Shared between commands only when nothing in it can change: the simulation reads a
-                # command's object and game code gets only its values (an input type is an attrs class).
-                if type(value) is dict and len(decoded) < 4096 and all(
-                        type(v) in _IMMUTABLE_JSON for v in value.values()):
-                    decoded[data] = value
-            batch.append(make(kind, player, seq, value))
-        if batch:
-            yield current, batch
+        loads, make = json.loads, make_command
+        # Equal flat inputs share one decoded object (players send the same few again and again):
+        # the simulation structures an input once per object while it re-simulates
+        # (`Simulation.reading_log`). Only objects of immutable values, keyed with their types
+        # (1, 1.0 and True are equal keys otherwise); game code gets only the structured values.
+        shared: dict[tuple, dict] = {}
+        for t, text in self.conn.execute(sql + " ORDER BY tick", args):
+            batch = []
+            for kind, player, seq, data in loads(text):
+                if type(data) is dict:
+                    types = tuple(map(type, data.values()))
+                    if _MUTABLE.isdisjoint(types):
+                        key = (tuple(data.items()), types)
+                        data = shared.setdefault(key, data) if len(shared) < 4096 else shared.get(key, data)
+                batch.append(make(kind, player, seq, data))
+            yield t, batch
 
     def steps_after(self, tick: int, until: int | None = None) -> dict[int, tuple[int, float, bool]]:
         """tick -> (checksum, time, ticked) for every completed step after `tick`."""
-        sql = "SELECT tick, checksum, ifnull(at, 0.0), ticked FROM checksums WHERE tick > ?"
+        sql = "SELECT tick, checksum, ifnull(at, 0.0), ticked FROM steps WHERE tick > ? AND checksum IS NOT NULL"
         args: tuple = (tick,)
         if until is not None:
             sql += " AND tick <= ?"
@@ -470,8 +512,10 @@ class MatchStore:
     def logged_inputs(self) -> dict[str, list[list[int]]]:
         """Each player's logged input seqs, as sorted [first, last] ranges of consecutive seqs."""
         ranges: dict[str, list[list[int]]] = {}
-        for player, seq in self.conn.execute(
-                "SELECT player_id, seq FROM inputs WHERE kind = 'input' ORDER BY player_id, seq"):
+        seqs = sorted((player, seq) for (text,) in self.conn.execute(
+            "SELECT commands FROM steps WHERE commands IS NOT NULL")
+            for kind, player, seq, _data in json.loads(text) if kind == "input")
+        for player, seq in seqs:
             runs = ranges.setdefault(player, [])
             if runs and seq <= runs[-1][1] + 1:
                 runs[-1][1] = max(runs[-1][1], seq)
@@ -506,16 +550,14 @@ class MatchStore:
     def commit_step(self, record: StepRecord, now: float) -> None:
         """Write everything one tick produced in one transaction."""
         with self._transaction() as conn:
-            if record.commands:
-                conn.executemany(
-                    "INSERT INTO inputs (tick, idx, kind, player_id, seq, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(record.tick, i, c.kind, c.player, c.seq, _input_json(c.data))
-                     for i, c in enumerate(record.commands)])
+            commands = record.commands
+            if commands:
                 self._record_players(record)
+            conn.execute("INSERT INTO steps (tick, checksum, at, ticked, commands) VALUES (?, ?, ?, ?, ?)",
+                         (record.tick, record.checksum, record.at, record.ticked,
+                          _commands_json([_command_json(c.kind, c.player, c.seq, _input_json(c.data))
+                                          for c in commands]) if commands else None))
             completed = record.tick if record.checksum is not None else record.tick - 1
-            if record.checksum is not None:
-                conn.execute("INSERT INTO checksums (tick, checksum, at, ticked) VALUES (?, ?, ?, ?)",
-                             (record.tick, record.checksum, record.at, record.ticked))
             if record.events:
                 conn.executemany(
                     "INSERT INTO events (tick, idx, kind, data) VALUES (?, ?, ?, ?)",
@@ -532,9 +574,7 @@ class MatchStore:
             if record.started:  # out of the lobby: the file says so too (a reader may never activate it)
                 conn.execute("UPDATE match SET started_at = COALESCE(started_at, ?),"
                              " status = CASE status WHEN ? THEN ? ELSE status END", (now, LOBBY, RUNNING))
-            if record.status is None:
-                conn.execute("UPDATE match SET tick = ?, updated_at = ?", (completed, now))
-            else:
+            if record.status is not None:  # (the match row's tick otherwise: see `meta`)
                 self._set_status(record.status, record.status_reason, record.result, now, tick=completed)
 
     def write_snapshot(self, snapshot: Snapshot) -> None:
@@ -669,6 +709,28 @@ def _json(value: Any) -> str | None:
 _input_json_cache: dict[tuple, str] = {}
 
 
+_MUTABLE = frozenset((dict, list))  # what JSON decodes to that a shared input must not hold
+_names_json: dict[str, str] = {}
+
+
+def _command_json(kind: str, player: str, seq: int, data_json: str | None) -> str:
+    """One command of a step's `commands` array; `data_json` is its data already as JSON."""
+    names = _names_json
+    kind_json = names.get(kind)
+    if kind_json is None:
+        kind_json = names[kind] = json.dumps(kind, ensure_ascii=False)
+    player_json = names.get(player)
+    if player_json is None:
+        if len(names) >= 4096:
+            names.clear()
+        player_json = names[player] = json.dumps(player, ensure_ascii=False)
+    return f"[{kind_json},{player_json},{int(seq)},{'null' if data_json is None else data_json}]"
+
+
+def _commands_json(commands: list[str]) -> str:
+    return f"[{','.join(commands)}]"
+
+
 def _input_json(data: Any) -> str | None:
     """An input's data as JSON. Players send the same few inputs again and again (a direction, a
     move): a flat object of scalars is encoded once and looked up after that, keyed with each
@@ -719,7 +781,8 @@ def failed_alarms(data_dir: Path, skip: set[str] = frozenset(),
 
 def scan(data_dir: Path, owns: Callable[[str], bool] | None = None) -> tuple[list[MatchMeta], list[tuple[Path, str]]]:
     """Every match file's metadata, and the files that could not be read with the reason (only the
-    files whose name, less the suffix, `owns` accepts, if given: the others are not opened)."""
+    files whose name, less the suffix, `owns` accepts, if given: the others are not opened). A file
+    of an older schema is migrated (the node scans at start, so after an upgrade every file is)."""
     found: list[MatchMeta] = []
     broken: list[tuple[Path, str]] = []
     folder = data_dir / "matches"
@@ -729,7 +792,11 @@ def scan(data_dir: Path, owns: Callable[[str], bool] | None = None) -> tuple[lis
         if owns is not None and not owns(path.stem):
             continue
         try:
-            store = MatchStore.open(path, read_only=True, check=False)
+            try:
+                store = MatchStore.open(path, read_only=True, check=False)
+            except OlderSchema:  # written before an upgrade: migrated now, once
+                MatchStore.open(path, check=False).close()
+                store = MatchStore.open(path, read_only=True, check=False)
         except MatchFileError as error:
             broken.append((path, str(error)))
             continue

@@ -66,7 +66,7 @@ def test_recovery_finds_divergence_at_its_tick(tmp_path):
     path, meta, sim = new_file(tmp_path, snapshot_every=10)
     play(path, sim, 25)
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE checksums SET checksum = checksum + 1 WHERE tick = 23")
+    conn.execute("UPDATE steps SET checksum = checksum + 1 WHERE tick = 23")
     conn.commit()
     conn.close()
     with MatchStoreReader(path) as store, pytest.raises(Diverged) as caught:
@@ -164,6 +164,104 @@ def test_an_older_schema_is_migrated_in_place(tmp_path, monkeypatch):
         assert restore(store, Arena()).canonical() == sim.canonical()
     finally:
         store.close()
+
+
+def _schema_4_log(conn, sim, ticks, snapshot_every=10):
+    """What Arbiter wrote until schema 4: a row per command in `inputs`, one per step in
+    `checksums`, the match row's tick at every step."""
+    logged = {}
+    for t in range(ticks):
+        commands = [Command(JOIN, "a"), Command(JOIN, "b")] if sim.tick == 0 else [
+            Command(INPUT, "a", sim.tick, {"dx": (t % 3) - 1, "dy": 1}),
+            Command(INPUT, "b", sim.tick, None if t % 4 == 0 else {"dx": 1, "dy": (t % 2) - 0.5, "say": "hé"})]
+        step = sim.step(commands, now=2000.0 + t)
+        record = step_record(sim, step, snapshot_every)
+        with storage.transaction(conn):
+            conn.executemany("INSERT INTO inputs (tick, idx, kind, player_id, seq, data) VALUES (?, ?, ?, ?, ?, ?)",
+                             [(record.tick, i, c.kind, c.player, c.seq, storage._json(c.data))
+                              for i, c in enumerate(record.commands)])
+            conn.execute("INSERT INTO checksums (tick, checksum, at, ticked) VALUES (?, ?, ?, ?)",
+                         (record.tick, record.checksum, record.at, record.ticked))
+            if record.snapshot is not None:
+                MatchStore._insert_snapshot(conn, record.snapshot)
+            conn.execute("UPDATE match SET tick = ?, updated_at = ?", (record.tick, 1000.0 + t))
+        logged[record.tick] = list(record.commands)
+    return logged
+
+
+def _schema_4_file(path, like):
+    """A match file as Arbiter wrote it until schema 4, holding the match row and first snapshot of `like`."""
+    with MatchStoreReader(like) as store:
+        match_row = store.conn.execute("SELECT * FROM match").fetchone()
+        snapshot = store.latest_snapshot()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA application_id = {storage.APPLICATION_ID}")
+    conn.executescript(f"BEGIN; {storage._SCHEMA_V1} COMMIT;")
+    for version in (1, 2, 3):
+        storage.MIGRATIONS[version](conn)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(f"INSERT INTO match VALUES ({', '.join('?' * len(match_row))})", match_row)
+    MatchStore._insert_snapshot(conn, snapshot)
+    conn.execute("INSERT INTO checksums (tick, checksum) VALUES (?, ?)", (snapshot.tick, snapshot.checksum))
+    return conn
+
+
+def test_a_schema_4_log_becomes_one_row_per_step(tmp_path):
+    like, meta, sim = new_file(tmp_path / "new")
+    path = tmp_path / "old.sqlite3"
+    conn = _schema_4_file(path, like)
+    try:
+        logged = _schema_4_log(conn, sim, 25)
+        rows = conn.execute("SELECT tick, idx, kind, player_id, seq, data FROM inputs ORDER BY tick, idx").fetchall()
+        sums = conn.execute("SELECT tick, checksum, at, ticked FROM checksums ORDER BY tick").fetchall()
+    finally:
+        conn.close()
+    store = MatchStore.open(path)
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone() == (storage.SCHEMA_VERSION,)
+        assert dict(store.commands_after(0)) == logged
+        assert store.meta().tick == 25
+        # the old tables, as views, read as they were
+        assert store.conn.execute("SELECT tick, idx, kind, player_id, seq, data FROM inputs").fetchall() == rows
+        assert store.conn.execute("SELECT tick, checksum, at, ticked FROM checksums").fetchall() == sums
+        assert restore(store, Arena()).canonical() == sim.canonical()
+        step = sim.step([Command(INPUT, "a", 99, {"dx": 1, "dy": 1})], now=3000.0)
+        store.commit_step(step_record(sim, step, 10), now=3000.0)  # and the log goes on
+        assert store.meta().tick == 26
+    finally:
+        store.close()
+    with MatchStoreReader(path) as reader:
+        assert restore(reader, Arena()).canonical() == sim.canonical()
+
+
+def test_a_node_scan_migrates_files_an_older_arbiter_wrote(tmp_path):
+    like, meta, sim = new_file(tmp_path / "new")
+    path = storage.match_path(tmp_path / "data", MATCH)
+    path.parent.mkdir(parents=True)
+    conn = _schema_4_file(path, like)
+    try:
+        _schema_4_log(conn, sim, 12)
+    finally:
+        conn.close()
+    with pytest.raises(storage.OlderSchema):
+        MatchStore.open(path, read_only=True)
+    found, broken = storage.scan(tmp_path / "data")
+    assert broken == []
+    assert [(m.match_id, m.tick) for m in found] == [(MATCH, 12)]
+    with MatchStoreReader(path) as store:  # readers can read it now
+        assert store.conn.execute("PRAGMA user_version").fetchone() == (storage.SCHEMA_VERSION,)
+        assert restore(store, Arena()).canonical() == sim.canonical()
+
+
+def test_the_match_row_says_how_far_the_match_got_without_a_write_per_step(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    play(path, sim, 12)
+    with MatchStoreReader(path) as store:
+        read = store.meta()
+        assert store.conn.execute("SELECT tick FROM match").fetchone() == (0,)  # not written at each step
+    assert read.tick == 12
+    assert read.updated_at >= meta.updated_at
 
 
 def test_a_live_match_never_checkpoints_in_its_commits_and_a_checkpoint_elsewhere_empties_its_wal(tmp_path):
@@ -274,36 +372,47 @@ LOGGED = st.lists(st.lists(st.tuples(st.sampled_from(["input", "join", "leave", 
 
 @given(LOGGED, st.integers(0, 3))
 def test_the_log_reads_back_as_it_was_written(tmp_path_factory, ticks, after):
-    """commands_after gives every tick's commands in order, equal to what was logged (decoded objects of
-    equal texts shared, others not), and steps_after each completed step's checksum, time and ticked."""
+    """commands_after gives every tick's commands in order, equal to what was logged (equal flat objects
+    of immutable values shared, others not), and steps_after
+    each completed step's checksum, time and ticked; the `inputs` and `checksums` views show the same."""
     path, _meta, _sim = new_file(tmp_path_factory.mktemp("log"))
     store = MatchStore.open(path)
     try:
         written = {}
         for tick, batch in enumerate(ticks, start=1):
             commands = [Command(kind, player, seq, data) for kind, player, seq, data in batch]
+            text = storage._commands_json([storage._command_json(c.kind, c.player, c.seq, storage._input_json(c.data))
+                                           for c in commands]) if commands else None
             with storage.transaction(store.conn) as conn:
-                conn.executemany("INSERT INTO inputs (tick, idx, kind, player_id, seq, data) VALUES (?, ?, ?, ?, ?, ?)",
-                                 [(tick, i, c.kind, c.player, c.seq, storage._input_json(c.data))
-                                  for i, c in enumerate(commands)])
                 if tick % 3:  # a step without its time: read as 0.0
-                    conn.execute("INSERT INTO checksums (tick, checksum, at, ticked) VALUES (?, ?, ?, ?)",
-                                 (tick, tick * 7, None if tick % 2 else tick / 4, tick % 4 != 1))
+                    conn.execute("INSERT INTO steps (tick, checksum, at, ticked, commands) VALUES (?, ?, ?, ?, ?)",
+                                 (tick, tick * 7, None if tick % 2 else tick / 4, tick % 4 != 1, text))
+                elif commands:  # a step that did not complete: its commands, no checksum
+                    conn.execute("INSERT INTO steps (tick, commands) VALUES (?, ?)", (tick, text))
             if commands:
                 written[tick] = commands
         read = dict(store.commands_after(after))
         assert read == {t: c for t, c in written.items() if t > after}
         assert list(read) == sorted(read)
         flat = [c.data for batch in read.values() for c in batch if c.data is not None]
-        for one in flat:
-            for other in flat:
-                if storage._json(one) == storage._json(other) and all(type(v) is int for v in one.values()):
-                    assert one is other  # one object for one text, when nothing in it can change
+        for i, one in enumerate(flat):
+            for other in flat[i + 1:]:
+                if storage._json(one) == storage._json(other):
+                    if all(type(v) is int for v in one.values()):
+                        assert one is other  # one object for equal inputs, when nothing in it can change
+                    if any(type(v) is list for v in one.values()):
+                        assert one is not other  # a list could be changed through one of them
+        viewed = store.conn.execute("SELECT tick, idx, kind, player_id, seq, data FROM inputs WHERE tick > ?"
+                                    " ORDER BY tick, idx", (after,)).fetchall()
+        assert viewed == [(t, i, c.kind, c.player, c.seq, storage._input_json(c.data))
+                          for t, batch in written.items() if t > after for i, c in enumerate(batch)]
         assert dict(store.commands_after(after, until=len(ticks) - 1)) == {
             t: c for t, c in written.items() if after < t <= len(ticks) - 1}
         steps = store.steps_after(after)
         assert steps == {t: (t * 7, 0.0 if t % 2 else t / 4, t % 4 != 1)
                          for t in range(after + 1, len(ticks) + 1) if t % 3}
         assert all(type(at) is float and type(ticked) is bool for _c, at, ticked in steps.values())
+        assert store.conn.execute("SELECT tick, checksum FROM checksums WHERE tick > ?", (after,)).fetchall() == [
+            (t, c) for t, (c, _at, _ticked) in sorted(steps.items())]
     finally:
         store.close()

@@ -413,7 +413,7 @@ async def test_streams_past_the_limit_are_closed_with_1013(tmp_path, autojump_cl
 async def test_a_diverging_file_closes_with_1011(tmp_path, autojump_clock):
     recording = record(tmp_path, arena_batches(40))
     with sqlite3.connect(recording.path) as conn:  # a checksum altered outside Arbiter
-        conn.execute("UPDATE checksums SET checksum = checksum + 1 WHERE tick = 25")
+        conn.execute("UPDATE steps SET checksum = checksum + 1 WHERE tick = 25")
     async with watching(streams_for(tmp_path)) as viewer:
         await viewer.start()
         await viewer.send(t="speed", speed=8)
