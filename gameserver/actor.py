@@ -202,6 +202,18 @@ class Actor:
     def over(self) -> bool:
         return self.status in FINISHED
 
+    def submit_nowait(self, item: InboxItem) -> bool:
+        """Put a message in the inbox if it has room now; False otherwise (full, or the actor is gone:
+        `submit` then waits, or says which)."""
+        if self.finished.is_set():
+            return False
+        try:
+            self._send.send_nowait(item)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
+        self._wakeup.set()
+        return True
+
     async def submit(self, item: InboxItem) -> bool:
         """Put a message in the inbox; False if it stayed full for `inbox_wait_s` (see module doc),
         or if the actor is gone (ended, stopped or hibernated: ask the node again)."""

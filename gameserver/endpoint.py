@@ -179,7 +179,8 @@ class Endpoint:
                 return
             for action in session.receive(frame, trio.current_time()):
                 if isinstance(action, Submit):
-                    if not await self._deliver(conn, InputMessage(conn, action.input)):
+                    item = InputMessage(conn, action.input)
+                    if not self.node.submit_nowait(conn.match_id, item) and not await self._deliver(conn, item):
                         conn.close(protocol.CLOSE_TRY_AGAIN, "the match's inbox stayed full; resend after reconnecting")
                 elif isinstance(action, Send):
                     conn.send(protocol.encode_server(action.frame, conn.fmt))

@@ -207,6 +207,14 @@ class Node:
 
     # -- what connections call ----------------------------------------------------------------
 
+    def submit_nowait(self, match_id: str, item: InboxItem) -> bool:
+        """Deliver a message at once to a match that is live here and has room in its inbox (the
+        common case: a player's input); False if that cannot be done now, and `submit` must."""
+        if self.closing:
+            return False
+        actor = self.actors.get(match_id)
+        return actor is not None and actor.submit_nowait(item)
+
     async def submit(self, match_id: str, item: InboxItem) -> bool:
         """Deliver a message to a match, waking it if it hibernated. False: refused (inbox full for
         too long, or the match is over); NodeError if the match cannot be reached at all.
