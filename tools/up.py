@@ -30,6 +30,7 @@ import trio
 
 from gameserver.config import NodeConfig
 from gameserver.endpoint import Endpoint
+from gameserver import memory
 from gameserver.game import Game
 from gameserver.node import Node
 from gameserver.tokens import load_or_create_secret
@@ -235,6 +236,7 @@ async def lock_data_dir(data_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
 
 async def main(config: ServerConfig, ready_file: Path | None = None) -> None:
     raise_open_file_limit()
+    memory.limit_arenas()  # before any worker thread starts (see gameserver/memory.py)
     stop = trio.Event()
     lock_fd = None
     if config.workers == 1:  # (with workers, run_workers locks, to hand the lock to them)

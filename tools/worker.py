@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 import trio
 
+from gameserver import memory
 from gameserver.actor import MatchNotice
 from gameserver.config import NodeConfig
 from gameserver.endpoint import Endpoint
@@ -203,6 +204,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tools.worker FD (started by arbiter up --workers N)", file=sys.stderr)
         return 2
     sock = socket.socket(fileno=int(argv[0]))
+    memory.limit_arenas()  # before any worker thread starts (see gameserver/memory.py)
     return trio.run(run, sock)
 
 
