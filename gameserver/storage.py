@@ -135,14 +135,16 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
 # The input log from schema 5 on: one row per step, written in one INSERT (until schema 4, a row
 # per command in `inputs`, one in `checksums`, and an UPDATE of the match row: three B-tree pages,
 # so three WAL frames, per commit). `commands` is a JSON array of [kind, player, seq, data], NULL
-# when the step had none; `checksum` is NULL for a step that did not complete (its game code
-# crashed). The old tables live on as views over it, for SQL readers (tools, people with sqlite3).
+# when the step had none, `data` the input's JSON text (a string) or null; `checksum` is NULL for a step that did not complete (its game code
+# crashed). An input's data is its JSON text as a JSON string (`"{\"dx\":1}"`): a reader decodes
+# each distinct text once (`commands_after`). The old tables live on as views over it, for SQL
+# readers (tools, people with sqlite3).
 _STEPS = "CREATE TABLE steps (tick INTEGER PRIMARY KEY, checksum INTEGER, at REAL, ticked INTEGER NOT NULL DEFAULT 1, commands TEXT)"
 _STEP_VIEWS = (
     "CREATE VIEW inputs AS SELECT s.tick AS tick, CAST(c.key AS INTEGER) AS idx,"
     " json_extract(c.value, '$[0]') AS kind, json_extract(c.value, '$[1]') AS player_id,"
     " json_extract(c.value, '$[2]') AS seq,"
-    " CASE json_type(c.value, '$[3]') WHEN 'null' THEN NULL ELSE json_quote(json_extract(c.value, '$[3]')) END AS data"
+    " json_extract(c.value, '$[3]') AS data"
     " FROM steps AS s, json_each(s.commands) AS c WHERE s.commands IS NOT NULL",
     "CREATE VIEW checksums AS SELECT tick, checksum, at, ticked FROM steps WHERE checksum IS NOT NULL",
 )
@@ -480,20 +482,20 @@ class MatchStore:
             sql += " AND tick <= ?"
             args = (tick, until)
         loads, make = json.loads, make_command
-        # Equal flat inputs share one decoded object (players send the same few again and again):
-        # the simulation structures an input once per object while it re-simulates
-        # (`Simulation.reading_log`). Only objects of immutable values, keyed with their types
-        # (1, 1.0 and True are equal keys otherwise); game code gets only the structured values.
-        shared: dict[tuple, dict] = {}
+        decoded: dict[str, Any] = {}  # an input's JSON text -> its decoded object, for flat objects (they repeat)
+        known = decoded.get
         for t, text in self.conn.execute(sql + " ORDER BY tick", args):
             batch = []
             for kind, player, seq, data in loads(text):
-                if type(data) is dict:
-                    types = tuple(map(type, data.values()))
-                    if _MUTABLE.isdisjoint(types):
-                        key = (tuple(data.items()), types)
-                        data = shared.setdefault(key, data) if len(shared) < 4096 else shared.get(key, data)
-                batch.append(make(kind, player, seq, data))
+                value = known(data)  # None for a null data too
+                if value is None and data is not None:
+                    value = loads(data)
+                    # Shared between commands only when nothing in it can change: the simulation reads a
+                    # command's object and game code gets only its values (an input type is an attrs class).
+                    if type(value) is dict and len(decoded) < 4096 and all(
+                            type(v) in _IMMUTABLE_JSON for v in value.values()):
+                        decoded[data] = value
+                batch.append(make(kind, player, seq, value))
             yield t, batch
 
     def steps_after(self, tick: int, until: int | None = None) -> dict[int, tuple[int, float, bool]]:
@@ -709,12 +711,23 @@ def _json(value: Any) -> str | None:
 _input_json_cache: dict[tuple, str] = {}
 
 
-_MUTABLE = frozenset((dict, list))  # what JSON decodes to that a shared input must not hold
-_names_json: dict[str, str] = {}
+_IMMUTABLE_JSON = (str, int, float, bool, type(None))
+_names_json: dict[str, str] = {}  # a command's kind or player -> its JSON
+_data_literals: dict[str, str] = {}  # an input's JSON text -> that text as a JSON string
 
 
 def _command_json(kind: str, player: str, seq: int, data_json: str | None) -> str:
-    """One command of a step's `commands` array; `data_json` is its data already as JSON."""
+    """One command of a step's `commands` array; `data_json` is its data already as JSON text."""
+    if data_json is None:
+        literal = "null"
+    else:
+        literal = _data_literals.get(data_json)
+        if literal is None:
+            literal = json.dumps(data_json, ensure_ascii=False)
+            if len(data_json) <= 256:
+                if len(_data_literals) >= 4096:
+                    _data_literals.clear()
+                _data_literals[data_json] = literal
     names = _names_json
     kind_json = names.get(kind)
     if kind_json is None:
@@ -724,7 +737,7 @@ def _command_json(kind: str, player: str, seq: int, data_json: str | None) -> st
         if len(names) >= 4096:
             names.clear()
         player_json = names[player] = json.dumps(player, ensure_ascii=False)
-    return f"[{kind_json},{player_json},{int(seq)},{'null' if data_json is None else data_json}]"
+    return f"[{kind_json},{player_json},{int(seq)},{literal}]"
 
 
 def _commands_json(commands: list[str]) -> str:

@@ -93,7 +93,7 @@ class ActorModel(RuleBasedStateMachine):
         if partial:  # killed in the middle of a commit: some rows written, no COMMIT
             self.store.conn.execute("BEGIN")
             self.store.conn.execute("INSERT INTO steps (tick, checksum, commands) "
-                                    "VALUES (?, 1, '[[\"input\",\"ann\",999,{}]]')", (before_tick + 1,))
+                                    "VALUES (?, 1, '[[\"input\",\"ann\",999,\"{}\"]]')", (before_tick + 1,))
         self.store.conn.close()  # the process is gone: nothing in memory survives
         self.inbox = []
         self.store = MatchStore.open(self.path)

@@ -104,7 +104,7 @@ def test_an_input_logged_with_other_data_or_twice_is_found(tmp_path):
     path, sim, sent = played_file(tmp_path)
     claims = claims_of(sim, sent, acked=29)
     claims[1].sent[5] = {"dx": 1, "dy": 1}  # b says it sent something else than the log has
-    edit_log(path, lambda tick, commands: commands + [["input", "a", 3, {"dx": 1, "dy": 1}]] if tick == 3 else commands)
+    edit_log(path, lambda tick, commands: commands + [["input", "a", 3, '{"dx":1,"dy":1}']] if tick == 3 else commands)
     found, _ = problems(tmp_path, claims)
     assert "seq 5" in found["input_differs"][0] and "a seq 3" in found["input_logged_twice"][0]
 
