@@ -438,7 +438,8 @@ class Actor:
         sim = self.sim
         try:
             record = step_record(sim, step, self.meta.snapshot_every)
-            canonical.encode([record.events, record.kv_writes])  # game data must be JSON: caught before commit
+            if record.events or record.kv_writes:
+                canonical.encode([record.events, record.kv_writes])  # game data must be JSON: caught before commit
         except (TypeError, ValueError) as error:
             await self._crashed(GameCrashed(step.tick, step.applied, error))
             return
@@ -457,11 +458,10 @@ class Actor:
                 self._set_alarm(name, None)
             if self.config.retention_days > 0:
                 self._set_alarm(RETENTION, now + self.config.retention_days * 86400.0)
-        record = attrs.evolve(record, alarm_writes=self._alarm_writes,
-                              next_alarm_at=alarm_math.earliest(self.alarms.values()))
-        self._alarm_writes = []
+        record.alarm_writes, self._alarm_writes = self._alarm_writes, []
+        record.next_alarm_at = alarm_math.earliest(self.alarms.values())
         await self._commit(record)
-        self._report_alarm()
+        self._schedule_alarm(self.match_id, record.next_alarm_at)  # (`_report_alarm`, computed above)
         if record.snapshot is not None:
             self._snapshot_tick = record.tick
         self.metrics.inputs.inc(sum(1 for c in step.applied if c.kind == INPUT))

@@ -22,9 +22,11 @@ class Snapshot:
     roster: list[str] | None = None  # the matchmaker's players, None for an open match
 
 
-@attrs.frozen
+@attrs.define
 class StepRecord:
-    """Everything one tick writes, committed in one transaction."""
+    """Everything one tick writes, committed in one transaction. (Not frozen: the actor adds the
+    runtime's alarm writes before the commit; an `attrs.evolve` per tick cost more than the rest of
+    building it. Nothing changes it after the commit.)"""
 
     tick: int
     commands: list[Command]
