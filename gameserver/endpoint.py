@@ -107,6 +107,7 @@ class Endpoint:
         session.admitted(joined.role)
         joined.ws = ws
         ws.on_pending = joined.poke
+        ws.read_inline(self._inline_handler(session, joined))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write, ws, joined)
             try:
@@ -116,6 +117,7 @@ class Endpoint:
                 # this bound method: unlinked, a closed connection is freed by reference counting, not
                 # left for a full garbage collection (a pause of tens of ms on the event loop).
                 ws.on_pending = None
+                ws.read_inline(None)
                 self.node.disconnected(match_id, joined)
                 nursery.cancel_scope.cancel()
 
@@ -171,13 +173,37 @@ class Endpoint:
             return None
         return conn
 
+    def _inline_handler(self, session: Session, conn: Connection) -> Callable[[str | bytes], list | None]:
+        """What a connection in a match does with a message as it arrives, without waking its reader
+        (WebSocket.read_inline): the session's actions that need no waiting (an input into a live
+        match's inbox with room, an error frame, a close); the rest, from the first that would
+        wait, is left to the reader (`_read`)."""
+        submit_nowait, match_id = self.node.submit_nowait, conn.match_id
+
+        def handle(frame: str | bytes) -> list | None:
+            actions = session.receive(frame, trio.current_time())
+            for i, action in enumerate(actions):
+                if type(action) is Submit:
+                    if not submit_nowait(match_id, InputMessage(conn, action.input)):
+                        return actions[i:]
+                elif type(action) is Send:
+                    conn.send(protocol.encode_server(action.frame, conn.fmt))
+                elif type(action) is Close:
+                    conn.close(action.code, action.reason)
+                else:
+                    return actions[i:]
+            return None
+
+        return handle
+
     async def _read(self, ws: WebSocket, session: Session, conn: Connection) -> None:
         while True:
             try:
                 frame = await ws.receive()
             except ConnectionClosed:
                 return
-            for action in session.receive(frame, trio.current_time()):
+            actions = frame if type(frame) is list else session.receive(frame, trio.current_time())
+            for action in actions:
                 if isinstance(action, Submit):
                     item = InputMessage(conn, action.input)
                     if not self.node.submit_nowait(conn.match_id, item) and not await self._deliver(conn, item):

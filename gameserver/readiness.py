@@ -9,12 +9,18 @@ is remembered, so the next wait returns at once.
 
 Readers must read until the socket would block before they wait (edge-triggered). Elsewhere
 than Linux, `wait_readable` is trio's own.
+
+A socket may also have a handler (`set_handler`): when it becomes ready while its task is parked,
+the handler runs first, in this system task, and the task stays parked if the handler says it
+read everything there was (wsserver.py handles a player's inputs this way, without a task switch
+per input). A handler never raises and never blocks.
 """
 
 from __future__ import annotations
 
 import select
 import socket
+from collections.abc import Callable
 
 import trio
 
@@ -24,11 +30,12 @@ _EVENTS = (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET) if hasattr(selec
 
 
 class _Entry:
-    __slots__ = ("ready", "task")
+    __slots__ = ("ready", "task", "handler")
 
     def __init__(self) -> None:
         self.ready = True  # until proven otherwise: the first wait tries the socket
         self.task: trio.lowlevel.Task | None = None
+        self.handler: Callable[[], bool] | None = None  # True: it read all there was, the task waits on
 
 
 class Readiness:
@@ -41,12 +48,22 @@ class Readiness:
         self._entries[fd] = _Entry()
         self._epoll.register(fd, _EVENTS)
 
+    def set_handler(self, sock: socket.socket, handler: Callable[[], bool] | None) -> bool:
+        """Run `handler` when the socket is ready while its task is parked (see the module's doc);
+        None removes it. False if the socket is not registered here."""
+        entry = self._entries.get(sock.fileno())
+        if entry is None:
+            return False
+        entry.handler = handler
+        return True
+
     def unregister(self, sock: socket.socket) -> None:
         """Before the socket is closed. Wakes a task still parked on it (it sees the socket closed)."""
         fd = sock.fileno()
         entry = self._entries.pop(fd, None)
         if entry is None:
             return
+        entry.handler = None  # (run's last `entry` outlives this call: it must not hold the socket's owner)
         try:
             self._epoll.unregister(fd)
         except OSError:
@@ -84,6 +101,8 @@ class Readiness:
                 task = entry.task
                 if task is None:
                     entry.ready = True
+                elif entry.handler is not None and entry.handler():
+                    continue  # handled here: the task waits on
                 else:
                     entry.task = None
                     reschedule(task)

@@ -6,6 +6,11 @@ when nothing is waiting before it, so a match's tick writes its state to every c
 task switch per client; only what the kernel does not take is left for `flush` (the connection's
 writer task). Reading waits only when the last read's bytes hold no complete message.
 
+Reading can skip the task too (`read_inline`): while the reader waits for bytes, the readiness
+task reads them and gives each message to a handler that deals with it on the spot (an input into
+its match's inbox); the reader is woken only for what the handler leaves to it, for anything
+other than a message (a ping, a close, a protocol error), or after YIELD_EVERY messages.
+
 The frame codec and the handshake's checks are pure (websocket.py).
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import h11
 import trio
@@ -58,6 +64,9 @@ class WebSocket(Outbox):
         self._unyielded = 0  # frames parsed since the reader last let other tasks run
         self._drained_read = False  # the last read took less than it asked for: the socket was empty
         self._peer_done = trio.Event()  # the reader saw the peer's close frame, or the end
+        self._inline: Callable[[str | bytes], Any] | None = None  # see read_inline
+        self._stash: list[Any] = []  # what the inline handler read and left to the reader, in order
+        self._parked = False  # the reader waits for bytes in _read_more (so it holds no message)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -79,9 +88,63 @@ class WebSocket(Outbox):
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def receive(self) -> str | bytes:
-        """The next message. Pings are answered; a close frame is answered and raises
-        ConnectionClosed; a protocol violation closes the connection with its code and raises."""
+    def read_inline(self, handler: Callable[[str | bytes], Any] | None) -> None:
+        """Have messages handled as they arrive while the reader waits: `handler(message)` returns
+        None once it has dealt with the message, or anything else for `receive` to return to the
+        reader (what it could not finish there). It must not block. None: stop."""
+        self._inline = handler
+        ready = readiness.current()
+        if ready is not None and self.sock.fileno() != -1:
+            ready.set_handler(self.sock, None if handler is None else self._on_readable)
+
+    def _on_readable(self) -> bool:
+        """The socket is ready and the reader waits: read and handle messages here. True: the socket
+        is empty and every message was handled (the reader waits on); False: wake the reader."""
+        handle = self._inline
+        if handle is None or not self._parked or self.closed is not None or self.close_sent:
+            return False
+        handled = 0
+        while True:
+            try:
+                data = self.sock.recv(RECEIVE_BYTES)
+            except (BlockingIOError, InterruptedError):
+                self._drained_read = True
+                return True
+            except OSError as error:
+                self._lost(error)
+                return False
+            if not data:
+                self._lost(None)
+                return False
+            self._drained_read = len(data) < RECEIVE_BYTES
+            self.parser.feed(data)
+            while True:
+                try:
+                    item = self.parser.next()
+                except WebSocketError as error:
+                    self._stash.append(error)
+                    return False
+                if item is None:
+                    break
+                if (type(item) is str or type(item) is bytes) and handled < YIELD_EVERY:
+                    handled += 1
+                    try:
+                        left = handle(item)
+                    except Exception as error:  # raised in the reader, as if it had handled the message
+                        self._stash.append(error)
+                        return False
+                    if left is None:
+                        continue
+                    item = left
+                self._stash.append(item)
+                return False
+            if self._drained_read:
+                return True
+
+    async def receive(self) -> Any:
+        """The next message (or what the inline handler left, see `read_inline`). Pings are
+        answered; a close frame is answered and raises ConnectionClosed; a protocol violation
+        closes the connection with its code and raises."""
         self._reading, self._reader = True, trio.lowlevel.current_task()
         try:
             while True:
@@ -90,11 +153,19 @@ class WebSocket(Outbox):
                     # the frames in it, this connection's among them) to the connection in a cycle
                     # that only a full garbage collection frees (a pause on the event loop).
                     raise ConnectionClosed(self.closed.code, self.closed.reason)
-                try:
-                    item = self.parser.next()
-                except WebSocketError as error:
-                    await self._fail(error.code, error.reason)
-                    continue
+                if self._stash:
+                    item = self._stash.pop(0)
+                    if isinstance(item, WebSocketError):
+                        await self._fail(item.code, item.reason)
+                        continue
+                    if isinstance(item, Exception):
+                        raise item
+                else:
+                    try:
+                        item = self.parser.next()
+                    except WebSocketError as error:
+                        await self._fail(error.code, error.reason)
+                        continue
                 if item is None:
                     await self._read_more()
                     continue
@@ -102,7 +173,7 @@ class WebSocket(Outbox):
                 if self._unyielded >= YIELD_EVERY:  # a client that never pauses must not hold the loop
                     self._unyielded = 0
                     await trio.lowlevel.checkpoint()
-                if type(item) is str or type(item) is bytes:
+                if type(item) is not tuple:  # a message, or what the inline handler left
                     if self.close_sent:
                         continue  # we are closing: messages are discarded until the peer's close
                     return item
@@ -133,12 +204,13 @@ class WebSocket(Outbox):
         # After a short read (the last read emptied the socket) a read now would almost surely fail
         # with EAGAIN: wait for the next readiness edge first. Bytes that came in after that read
         # raised an edge of their own, so the wait does not miss them.
-        if self._drained_read and not await self._wait_readable():
-            return
+        if self._drained_read:
+            if not await self._wait_readable() or self._stash:  # (the inline handler left something)
+                return
         try:
             data = self.sock.recv(RECEIVE_BYTES)
         except (BlockingIOError, InterruptedError):
-            if not await self._wait_readable():
+            if not await self._wait_readable() or self._stash:
                 return
             try:
                 data = self.sock.recv(RECEIVE_BYTES)
@@ -158,11 +230,14 @@ class WebSocket(Outbox):
 
     async def _wait_readable(self) -> bool:
         """Wait until the socket may have bytes; False if another task closed it (then it is lost)."""
+        self._parked = self._reading
         try:
             await wait_readable(self.sock)
         except trio.ClosedResourceError:
             self._lost(None)
             return False
+        finally:
+            self._parked = False
         return True
 
     def _lost(self, error: OSError | None) -> None:

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 import trio
+import trio.testing
 
 from gameserver import websocket, wsserver
 
@@ -129,3 +130,93 @@ async def test_an_abrupt_disconnect_ends_the_reader(nursery):
     await client.stream.aclose()  # a reset, no close frame
     await ended.wait()
     assert seen == [websocket.ABNORMAL]
+
+
+# -- messages handled as they arrive (WebSocket.read_inline) ---------------------------------------
+
+async def inline_echo(request: wsserver.Request) -> None:
+    """Echoes "inline:<m>" from the readiness task for what the handler takes, "reader:<m>" from the
+    reader for the rest; "leave" is left to the reader as a list, "boom" raises in the handler."""
+    ws = await request.accept()
+
+    def handle(message):
+        if message == "leave":
+            return ["left", message]
+        if message == "boom":
+            raise ValueError("boom")
+        ws.write(f"inline:{message}")
+        return None
+
+    ws.read_inline(handle)
+    try:
+        while True:
+            try:
+                item = await ws.receive()
+            except ValueError as error:
+                await ws.aclose(4001, str(error))
+                return
+            ws.write(f"reader:{item}")
+    except wsserver.ConnectionClosed:
+        return
+    finally:
+        ws.read_inline(None)
+
+
+@pytest.fixture
+async def inline_port(nursery):
+    server = await nursery.start(lambda task_status: wsserver.serve(
+        inline_echo, "127.0.0.1", 0, max_message=1024, handshake_timeout=2, task_status=task_status))
+    return server.port
+
+
+async def texts(client, count):
+    frames = [await client.frame() for _ in range(count)]
+    return [payload.decode() if opcode == websocket.TEXT else (opcode, payload) for opcode, payload in frames]
+
+
+async def test_messages_are_handled_as_they_arrive_and_anything_else_wakes_the_reader_in_order(inline_port):
+    client, _, _ = await RawClient.connect(inline_port)
+    await trio.testing.wait_all_tasks_blocked()  # the reader waits for bytes
+    await client.send(client_frame(websocket.TEXT, b"a") + client_frame(websocket.TEXT, b"b"))
+    assert await texts(client, 2) == ["inline:a", "inline:b"]
+    await trio.testing.wait_all_tasks_blocked()
+    # a ping is the reader's: it answers, then reads on itself, in order
+    await client.send(client_frame(websocket.TEXT, b"c") + client_frame(websocket.PING, b"p")
+                      + client_frame(websocket.TEXT, b"d"))
+    assert await texts(client, 3) == ["inline:c", (websocket.PONG, b"p"), "reader:d"]
+    await trio.testing.wait_all_tasks_blocked()
+    # what the handler leaves goes to the reader, before what came after it
+    await client.send(client_frame(websocket.TEXT, b"leave") + client_frame(websocket.TEXT, b"e"))
+    assert await texts(client, 2) == ["reader:['left', 'leave']", "reader:e"]
+    await trio.testing.wait_all_tasks_blocked()
+    await client.send(client_frame(websocket.TEXT, b"f"))
+    assert await texts(client, 1) == ["inline:f"]
+
+
+async def test_a_burst_is_handled_inline_only_up_to_yield_every_messages(inline_port):
+    client, _, _ = await RawClient.connect(inline_port)
+    await trio.testing.wait_all_tasks_blocked()
+    count = wsserver.YIELD_EVERY + 8
+    await client.send(b"".join(client_frame(websocket.TEXT, str(i).encode()) for i in range(count)))
+    got = await texts(client, count)
+    assert [text.split(":")[1] for text in got] == [str(i) for i in range(count)]  # every one, in order
+    first_by_reader = next(i for i, text in enumerate(got) if text.startswith("reader:"))
+    assert 1 <= first_by_reader <= wsserver.YIELD_EVERY
+    assert all(text.startswith("reader:") for text in got[first_by_reader:])
+
+
+async def test_a_handler_that_raises_raises_in_the_reader(inline_port):
+    client, _, _ = await RawClient.connect(inline_port)
+    await trio.testing.wait_all_tasks_blocked()
+    await client.send(client_frame(websocket.TEXT, b"a") + client_frame(websocket.TEXT, b"boom"))
+    assert await texts(client, 2) == ["inline:a", (websocket.CLOSE, struct.pack("!H", 4001) + b"boom")]
+
+
+async def test_a_protocol_violation_read_inline_closes_with_its_code(inline_port):
+    client, _, _ = await RawClient.connect(inline_port)
+    await trio.testing.wait_all_tasks_blocked()
+    await client.send(client_frame(websocket.TEXT, b"a") + client_frame(websocket.TEXT, b"x", masked=False))
+    got = await texts(client, 2)
+    assert got[0] == "inline:a"
+    opcode, payload = got[1]
+    assert opcode == websocket.CLOSE and struct.unpack("!H", payload[:2])[0] == websocket.PROTOCOL_ERROR
