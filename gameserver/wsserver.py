@@ -99,7 +99,16 @@ class WebSocket(Outbox):
 
     def _on_readable(self) -> bool:
         """The socket is ready and the reader waits: read and handle messages here. True: the socket
-        is empty and every message was handled (the reader waits on); False: wake the reader."""
+        is empty and every message was handled (the reader waits on); False: wake the reader. Never
+        raises: this runs in the readiness task, which serves every connection; an error is raised
+        in this connection's reader instead."""
+        try:
+            return self._read_inline()
+        except Exception as error:
+            self._stash.append(error)
+            return False
+
+    def _read_inline(self) -> bool:
         handle = self._inline
         if handle is None or not self._parked or self.closed is not None or self.close_sent:
             return False
@@ -128,11 +137,7 @@ class WebSocket(Outbox):
                     break
                 if (type(item) is str or type(item) is bytes) and handled < YIELD_EVERY:
                     handled += 1
-                    try:
-                        left = handle(item)
-                    except Exception as error:  # raised in the reader, as if it had handled the message
-                        self._stash.append(error)
-                        return False
+                    left = handle(item)  # (if it raises, the reader raises it: see _on_readable)
                     if left is None:
                         continue
                     item = left

@@ -155,6 +155,9 @@ async def inline_echo(request: wsserver.Request) -> None:
             except ValueError as error:
                 await ws.aclose(4001, str(error))
                 return
+            except RuntimeError as error:
+                await ws.aclose(4002, str(error))
+                return
             ws.write(f"reader:{item}")
     except wsserver.ConnectionClosed:
         return
@@ -220,3 +223,26 @@ async def test_a_protocol_violation_read_inline_closes_with_its_code(inline_port
     assert got[0] == "inline:a"
     opcode, payload = got[1]
     assert opcode == websocket.CLOSE and struct.unpack("!H", payload[:2])[0] == websocket.PROTOCOL_ERROR
+
+
+async def test_a_bug_while_reading_inline_costs_that_connection_only(inline_port, monkeypatch):
+    client, _, _ = await RawClient.connect(inline_port)
+    other, _, _ = await RawClient.connect(inline_port)
+    await trio.testing.wait_all_tasks_blocked()
+    real_feed = websocket.Parser.feed
+
+    def feed(self, data):
+        if b"\x00bug" in data:
+            raise RuntimeError("a bug")
+        real_feed(self, data)
+
+    monkeypatch.setattr(websocket.Parser, "feed", feed)
+    await client.send(client_frame(websocket.TEXT, b"a", mask=b"\x00\x00\x00\x00")
+                      + client_frame(websocket.TEXT, b"\x00bug", mask=b"\x00\x00\x00\x00"))
+    got = await texts(client, 1)
+    if got == ["inline:a"]:  # the two frames came in two reads
+        got = await texts(client, 1)
+    assert got == [(websocket.CLOSE, struct.pack("!H", 4002) + b"a bug")]
+    await trio.testing.wait_all_tasks_blocked()
+    await other.send(client_frame(websocket.TEXT, b"still here"))  # the readiness task lives on
+    assert await texts(other, 1) == ["inline:still here"]
