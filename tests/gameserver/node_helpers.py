@@ -2,11 +2,13 @@
 
 import json
 
+import attrs
 import trio
 
 from gameserver import protocol
 from gameserver.actor import JoinRequest
 from gameserver.connection import Connection
+from gameserver.game import Game
 
 EPOCH = 1_800_000_000.0
 
@@ -32,3 +34,31 @@ async def join(node, match_id, player, role="player", **options):
 
 def frames(conn):
     return [json.loads(f) for f in conn.take()]
+
+
+@attrs.define
+class Count:
+    moves: int = 0
+
+
+@attrs.frozen
+class Move:
+    pass
+
+
+class Turns(Game):
+    """Turn-based (no tick loop: a step for every batch of inputs); it hibernates once idle."""
+
+    name = "turns"
+    tick_rate = 0
+    min_players = 1
+    max_players = 2
+    state_type = Count
+    input_type = Move
+    empty_timeout_s = None
+
+    def init(self, params, ctx):
+        return Count()
+
+    def tick(self, state, inputs, ctx):
+        state.moves += len(inputs)

@@ -5,44 +5,17 @@ which waits for room; every input is logged once, in the order sent, and acknowl
 import json
 import time
 
-import attrs
 import trio
 import trio.testing
 
 from gameserver import tokens, websocket
 from gameserver.config import NodeConfig
 from gameserver.endpoint import Endpoint
-from gameserver.game import Game
 from gameserver.node import Node
+from node_helpers import Turns
 from ws_helpers import RawClient, client_frame
 
 SECRET = b"endpoint-inline-secret-".ljust(32, b"x")
-
-
-@attrs.define
-class Count:
-    moves: int = 0
-
-
-@attrs.frozen
-class Move:
-    pass
-
-
-class Turns(Game):
-    name = "turns"
-    tick_rate = 0  # a step for every batch of inputs
-    min_players = 1
-    max_players = 2
-    state_type = Count
-    input_type = Move
-    empty_timeout_s = None
-
-    def init(self, params, ctx):
-        return Count()
-
-    def tick(self, state, inputs, ctx):
-        state.moves += len(inputs)
 
 
 async def test_inputs_past_a_full_inbox_wait_with_the_reader_and_keep_their_order(nursery, tmp_path):

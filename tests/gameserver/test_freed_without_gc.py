@@ -14,47 +14,18 @@ import time
 import types
 import weakref
 
-import attrs
 import pytest
 import trio
 
 from gameserver import tokens, websocket
 from gameserver.config import NodeConfig
 from gameserver.endpoint import Endpoint
-from gameserver.game import Game
 from gameserver.node import Node
+from node_helpers import Turns
 from ws_helpers import RawClient, client_frame
 
 SECRET = b"freed-without-gc-secret-".ljust(32, b"x")
 WAIT_S = 10  # a bound on the waits below, never reached when the objects are freed
-
-
-@attrs.define
-class Count:
-    moves: int = 0
-
-
-@attrs.frozen
-class Move:
-    pass
-
-
-class Turns(Game):
-    """Turn-based (no tick loop): it hibernates once idle."""
-
-    name = "turns"
-    tick_rate = 0
-    min_players = 1
-    max_players = 2
-    state_type = Count
-    input_type = Move
-    empty_timeout_s = None
-
-    def init(self, params, ctx):
-        return Count()
-
-    def tick(self, state, inputs, ctx):
-        state.moves += len(inputs)
 
 
 @pytest.fixture
