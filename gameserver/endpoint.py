@@ -175,26 +175,29 @@ class Endpoint:
 
     def _inline_handler(self, session: Session, conn: Connection) -> Callable[[str | bytes], list | None]:
         """What a connection in a match does with a message as it arrives, without waking its reader
-        (WebSocket.read_inline): the session's actions that need no waiting (an input into a live
-        match's inbox with room, an error frame, a close); the rest, from the first that would
-        wait, is left to the reader (`_read`)."""
-        submit_nowait, match_id = self.node.submit_nowait, conn.match_id
-
+        (WebSocket.read_inline): the session's actions that need no waiting, at once (`_act_now`);
+        the rest is left to the reader (`_read`)."""
         def handle(frame: str | bytes) -> list | None:
-            actions = session.receive(frame, trio.current_time())
-            for i, action in enumerate(actions):
-                if type(action) is Submit:
-                    if not submit_nowait(match_id, InputMessage(conn, action.input)):
-                        return actions[i:]
-                elif type(action) is Send:
-                    conn.send(protocol.encode_server(action.frame, conn.fmt))
-                elif type(action) is Close:
-                    conn.close(action.code, action.reason)
-                else:
-                    return actions[i:]
-            return None
+            return self._act_now(conn, session.receive(frame, trio.current_time()))
 
         return handle
+
+    def _act_now(self, conn: Connection, actions: list) -> list | None:
+        """Do the session's actions up to the first that would have to wait (an input into a match
+        that is not live here or whose inbox is full, a leave); return that one and the rest, or
+        None when all are done."""
+        for i, action in enumerate(actions):
+            kind = type(action)
+            if kind is Submit:
+                if not self.node.submit_nowait(conn.match_id, InputMessage(conn, action.input)):
+                    return actions[i:]
+            elif kind is Send:
+                conn.send(protocol.encode_server(action.frame, conn.fmt))
+            elif kind is Close:
+                conn.close(action.code, action.reason)
+            else:
+                return actions[i:]
+        return None
 
     async def _read(self, ws: WebSocket, session: Session, conn: Connection) -> None:
         while True:
@@ -202,19 +205,19 @@ class Endpoint:
                 frame = await ws.receive()
             except ConnectionClosed:
                 return
+            # A list: actions the inline handler left (see `_inline_handler`).
             actions = frame if type(frame) is list else session.receive(frame, trio.current_time())
-            for action in actions:
+            while actions:
+                actions = self._act_now(conn, actions)
+                if not actions:
+                    break
+                action, actions = actions[0], actions[1:]
                 if isinstance(action, Submit):
-                    item = InputMessage(conn, action.input)
-                    if not self.node.submit_nowait(conn.match_id, item) and not await self._deliver(conn, item):
+                    if not await self._deliver(conn, InputMessage(conn, action.input)):
                         conn.close(protocol.CLOSE_TRY_AGAIN, "the match's inbox stayed full; resend after reconnecting")
-                elif isinstance(action, Send):
-                    conn.send(protocol.encode_server(action.frame, conn.fmt))
                 elif isinstance(action, LeaveMatch):
                     if not await self._deliver(conn, LeaveRequest(conn)):
                         conn.close(protocol.CLOSE_TRY_AGAIN, "the match's inbox stayed full; leave again")
-                elif isinstance(action, Close):
-                    conn.close(action.code, action.reason)
 
     async def _deliver(self, conn: Connection, item: InputMessage | LeaveRequest) -> bool:
         try:
