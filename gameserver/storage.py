@@ -514,10 +514,8 @@ class MatchStore:
     def logged_inputs(self) -> dict[str, list[list[int]]]:
         """Each player's logged input seqs, as sorted [first, last] ranges of consecutive seqs."""
         ranges: dict[str, list[list[int]]] = {}
-        seqs = sorted((player, seq) for (text,) in self.conn.execute(
-            "SELECT commands FROM steps WHERE commands IS NOT NULL")
-            for kind, player, seq, _data in json.loads(text) if kind == "input")
-        for player, seq in seqs:
+        for player, seq in self.conn.execute(
+                "SELECT player_id, seq FROM inputs WHERE kind = 'input' ORDER BY player_id, seq"):  # (a view)
             runs = ranges.setdefault(player, [])
             if runs and seq <= runs[-1][1] + 1:
                 runs[-1][1] = max(runs[-1][1], seq)
