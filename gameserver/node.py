@@ -129,8 +129,8 @@ class Node:
                  wall_clock: Callable[[], float] = time.time, offload: bool = True, freeze_gc: bool = False):
         """`offload`: load and create match files in worker threads, so that other matches keep
         their timing (the default). Tests under MockClock turn it off: the mock clock would jump
-        ahead while a thread works. `freeze_gc`: after hibernations, collect and freeze what
-        survives (memory.Collector), so that the collector's full passes skip it; it changes the
+        ahead while a thread works. `freeze_gc`: after hibernations and after the collector's own full
+        passes, freeze what survives (memory.Collector), so that its next full passes skip it; it changes the
         whole process's collector, so only a server process (`arbiter up`) asks for it."""
         for cls in games.values():
             check_game_class(cls)
@@ -184,11 +184,17 @@ class Node:
             self._report_broken(path, reason)
         log.info("data directory %s: %d unfinished matches, %d unusable files",
                  self.data_dir, len(self.unfinished), len(self.broken))
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.scheduler.run)
-            task_status.started(self)
-            await trio.sleep_forever()
+        if self.collector is not None:
+            self.collector.watch(trio.lowlevel.current_trio_token().run_sync_soon, trio.current_time)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.scheduler.run)
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            if self.collector is not None:
+                self.collector.unwatch()
 
     async def shutdown(self) -> None:
         """Stop every actor: each finishes its step, closes its connections with 1001 and leaves;

@@ -236,7 +236,7 @@ async def lock_data_dir(data_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
 
 async def main(config: ServerConfig, ready_file: Path | None = None) -> None:
     raise_open_file_limit()
-    memory.limit_arenas()  # before any worker thread starts (see gameserver/memory.py)
+    memory.configure_process()  # before any worker thread starts or file opens (gameserver/memory.py)
     stop = trio.Event()
     lock_fd = None
     if config.workers == 1:  # (with workers, run_workers locks, to hand the lock to them)

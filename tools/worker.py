@@ -204,7 +204,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tools.worker FD (started by arbiter up --workers N)", file=sys.stderr)
         return 2
     sock = socket.socket(fileno=int(argv[0]))
-    memory.limit_arenas()  # before any worker thread starts (see gameserver/memory.py)
+    memory.configure_process()  # before any worker thread starts or file opens (gameserver/memory.py)
     return trio.run(run, sock)
 
 

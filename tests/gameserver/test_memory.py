@@ -6,6 +6,7 @@ import weakref
 
 import pytest
 import trio
+import trio.testing
 
 from gameserver.config import NodeConfig
 from gameserver.games import builtin_games
@@ -92,3 +93,84 @@ async def test_a_node_asked_to_freeze_settles_after_hibernations(tmp_path, nurse
 def test_a_node_freezes_nothing_unless_asked(tmp_path):
     node = Node(NodeConfig(data_dir=tmp_path), builtin_games(), wall_clock=wall, offload=False)
     assert node.collector is None
+
+
+def test_watch_freezes_what_survives_each_full_pass_on_the_loop():
+    soon = []
+    collector = Collector(full_every_s=600)
+    collector.settle(now=0.0)
+    collector.watch(soon.append, clock=lambda: 10.0)
+    try:
+        kept, garbage = Loop(), Loop()
+        dead = weakref.ref(garbage)
+        del garbage
+        gc.collect()  # a full pass, as the collector makes when the old generation grew by a quarter
+        assert dead() is None and len(soon) == 1 and not frozen(kept)  # the freeze waits for the loop
+        gc.collect()
+        assert len(soon) == 1  # one freeze pending at a time
+        young = Loop()
+        dead_young = weakref.ref(young)
+        del young
+        soon.pop()()  # the loop runs it
+        assert frozen(kept) and collector.frozen_after_passes == 1 and collector.settled == 1
+        assert dead_young() is None  # garbage made since the pass is collected, not frozen
+        gc.collect()
+        assert len(soon) == 1  # and the next pass asks again
+    finally:
+        collector.unwatch()
+    soon.clear()
+    gc.collect()
+    assert soon == []
+
+
+def test_watch_makes_the_periodic_full_pass_when_it_is_due():
+    soon = []
+    now = [0.0]
+    collector = Collector(full_every_s=600)
+    collector.settle(now=0.0)
+    late = Loop()
+    collector.settle(now=1.0)
+    dead = weakref.ref(late)
+    del late  # frozen garbage: only an unfreeze frees it
+    collector.watch(soon.append, clock=lambda: now[0])
+    try:
+        now[0] = 600.0
+        gc.collect()
+        soon.pop()()
+        assert dead() is None and collector.full_passes == 1 and collector.frozen_after_passes == 0
+    finally:
+        collector.unwatch()
+
+
+def test_a_watch_whose_loop_has_finished_asks_again_at_the_next_pass():
+    asked = []
+
+    def finished(fn):
+        asked.append(fn)
+        raise trio.RunFinishedError("the run is over")
+
+    collector = Collector()
+    collector.watch(finished, clock=lambda: 0.0)
+    try:
+        gc.collect()  # the error stays in the callback (the collector would print it)...
+        gc.collect()  # ...and leaves no freeze pending for ever
+        assert len(asked) == 2
+    finally:
+        collector.unwatch()
+
+
+async def test_a_node_asked_to_freeze_freezes_after_the_collectors_full_passes(tmp_path, nursery, autojump_clock):
+    node = Node(NodeConfig(data_dir=tmp_path), builtin_games(), wall_clock=wall, offload=False, freeze_gc=True)
+    await nursery.start(node.run)
+    kept = Loop()
+    gc.collect()
+    await trio.testing.wait_all_tasks_blocked()
+    assert frozen(kept) and node.collector.settled == 1  # the first one is a settle (see Collector.settle)
+    later = Loop()
+    gc.collect()
+    await trio.testing.wait_all_tasks_blocked()
+    assert frozen(later) and node.collector.frozen_after_passes == 1
+    await node.shutdown()
+    nursery.cancel_scope.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    assert node.collector._on_gc not in gc.callbacks
