@@ -91,9 +91,13 @@ def sqlite_pages_on_demand() -> bool:
     file (measured: 214 -> 127 KB) and no slower a commit. `SQLITE_CONFIG_PAGECACHE` with no buffer
     and 0 pages; Python's sqlite3 module has no call for it, so it is made through ctypes on the
     library the module uses. SQLite takes it only between `sqlite3_shutdown` and
-    `sqlite3_initialize`, so call this before any connection opens. False when it could not."""
+    `sqlite3_initialize`, so call this before any connection opens; it does nothing (False) while
+    SQLite holds memory, as it does for an open connection, or when it could not."""
     lib = _loaded_sqlite()
-    if lib is None or lib.sqlite3_shutdown() != 0:
+    if lib is None:
+        return False
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    if lib.sqlite3_memory_used() != 0 or lib.sqlite3_shutdown() != 0:
         return False
     ok = lib.sqlite3_config(_SQLITE_CONFIG_PAGECACHE, ctypes.c_void_p(None), ctypes.c_int(0), ctypes.c_int(0)) == 0
     return lib.sqlite3_initialize() == 0 and ok

@@ -14,7 +14,10 @@ MEASURE = """
 import ctypes, json, sqlite3, sys, tempfile
 from pathlib import Path
 from gameserver import memory
-configured = memory.sqlite_pages_on_demand() if sys.argv[1] == "on-demand" else None
+if sys.argv[1] == "while-open":
+    held = sqlite3.connect(":memory:")
+    held.execute("SELECT 1")
+configured = memory.sqlite_pages_on_demand() if sys.argv[1] != "default" else None
 lib = memory._loaded_sqlite()
 lib.sqlite3_memory_used.restype = ctypes.c_int64
 path = Path(tempfile.mkdtemp()) / "m.sqlite3"
@@ -44,3 +47,8 @@ def test_pages_on_demand_keeps_a_small_cache_small_and_reads_the_same():
     assert on_demand["configured"] is True
     # 20 pages (about 90 KB) allocated up front by default; 8 pages (32 KiB) as the cache fills
     assert default["per_connection"] - on_demand["per_connection"] > 40_000
+
+
+@pytest.mark.skipif(memory._loaded_sqlite() is None, reason="Python's SQLite is not a shared library here")
+def test_pages_on_demand_refuses_while_a_connection_is_open():
+    assert measure("while-open")["configured"] is False
