@@ -140,13 +140,17 @@ class Collector:
             gc.unfreeze()
             self._last_full = now
             self.full_passes += 1
-        self._settling = True
-        try:
-            gc.collect()
-        finally:
-            self._settling = False
+        self._collect(2)
         gc.freeze()
         self.settled += 1
+
+    def _collect(self, generation: int) -> None:
+        """A collection of our own, which `watch` does not answer with a freeze."""
+        self._settling = True
+        try:
+            gc.collect(generation)
+        finally:
+            self._settling = False
 
     def watch(self, call_soon: Callable[[Callable[[], None]], None], clock: Callable[[], float]) -> None:
         """From now on, after each full pass (other than `settle`'s own), freeze what survived it.
@@ -185,10 +189,6 @@ class Collector:
         if self._last_full is None or now - self._last_full >= self.full_every_s:
             self.settle(now)
             return
-        self._settling = True
-        try:
-            gc.collect(1)
-        finally:
-            self._settling = False
+        self._collect(1)
         gc.freeze()
         self.frozen_after_passes += 1

@@ -254,12 +254,9 @@ def match_path(data_dir: Path, match_id: str) -> Path:
 
 
 def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
-    if read_only:
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                               cached_statements=STATEMENTS_KEPT)
-    else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=STATEMENTS_KEPT)
+    target = f"{path.resolve().as_uri()}?mode=ro" if read_only else path
+    conn = sqlite3.connect(target, uri=read_only, isolation_level=None, check_same_thread=False,
+                           cached_statements=STATEMENTS_KEPT)
     conn.execute("PRAGMA busy_timeout = 5000")
     return conn
 
