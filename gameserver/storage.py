@@ -139,9 +139,9 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
 # The input log from schema 5 on: one row per step, written in one INSERT (until schema 4, a row
 # per command in `inputs`, one in `checksums`, and an UPDATE of the match row: three B-tree pages,
 # so three WAL frames, per commit). `commands` is a JSON array of [kind, player, seq, data], NULL
-# when the step had none, `data` the input's JSON text (a string) or null; `checksum` is NULL for a step that did not complete (its game code
-# crashed). An input's data is its JSON text as a JSON string (`"{\"dx\":1}"`): a reader decodes
-# each distinct text once (`commands_after`). The old tables live on as views over it, for SQL
+# when the step had none, `data` the input's JSON text (a string) or null; `checksum` is NULL for a
+# step that did not complete (its game code crashed). An input's data is its JSON text as a JSON
+# string (`"{\"dx\":1}"`): a reader decodes each distinct text once (`commands_after`). The old tables live on as views over it, for SQL
 # readers (tools, people with sqlite3).
 _STEPS = "CREATE TABLE steps (tick INTEGER PRIMARY KEY, checksum INTEGER, at REAL, ticked INTEGER NOT NULL DEFAULT 1, commands TEXT)"
 _STEP_VIEWS = (
