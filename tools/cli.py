@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the secret that signs player tokens (at least 32 bytes; default: $ARBITER_AUTH_SECRET, "
                          "else DATA_DIR/auth.key, created on first start)")
 
-    commands.add_parser("openapi", help="print the HTTP API's OpenAPI document (docs/openapi.json)")
+    commands.add_parser("openapi", help="print the HTTP API's OpenAPI document (matchmaker/openapi.json)")
 
     alarms = commands.add_parser("alarms", help="list the alarms of every match in a data directory (read-only)")
     alarms.add_argument("--data-dir", type=Path, default=Path("data"))
@@ -246,24 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def openapi_document() -> str:
-    """The OpenAPI document of the HTTP API, as served at /openapi.json, in a stable layout."""
-    import json
-    import tempfile
+    """The OpenAPI document of the HTTP API, as served at /openapi.json (matchmaker/openapi.json)."""
+    from matchmaker.pages import openapi_text
 
-    from gameserver.node import Node
-    from matchmaker.api import create_app
-    from matchmaker.auth import PlayerAuth
-    from matchmaker.placement import NodePlacement
-    from matchmaker.queues import default_modes
-    from matchmaker.service import Matchmaker
-
-    with tempfile.TemporaryDirectory() as tmp:
-        node = Node(NodeConfig(data_dir=Path(tmp)), builtin_games())
-        ws_base = "ws://127.0.0.1:7351"
-        matchmaker = Matchmaker(default_modes(), NodePlacement(node, b"x" * 32, lambda: ws_base))
-        app = create_app(node, secret=b"x" * 32, ws_base=lambda: ws_base, connections=lambda: 0,
-                         matchmaker=matchmaker, auth=PlayerAuth(secret=b"y" * 32, guests=True))
-        return json.dumps(app.openapi(), indent=2, sort_keys=True)
+    return openapi_text().rstrip("\n")
 
 
 def _up(args: argparse.Namespace) -> int:

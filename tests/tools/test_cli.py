@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_docs_openapi_is_the_served_document():
-    """docs/openapi.json must be regenerated (arbiter openapi > docs/openapi.json) when the API changes."""
+    """docs/openapi.json is a copy of matchmaker/openapi.json (the source): arbiter openapi > docs/openapi.json."""
     assert json.loads((ROOT / "docs" / "openapi.json").read_text()) == json.loads(openapi_document())
 
 
