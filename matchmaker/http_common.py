@@ -22,10 +22,15 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
                 await self._refuse(scope, receive, send)
                 return
+            chunked = chunked or name == b"transfer-encoding"
+        if not chunked:  # HTTP/1.1 framing: the body is the Content-Length checked above, or empty
+            await self.app(scope, receive, send)
+            return
         received = 0
         started = refused = False
 

@@ -227,3 +227,19 @@ def test_the_document_describes_every_route_and_no_other(tmp_path):
     documented = {(method.upper(), path) for path, operations in json.loads(openapi_text())["paths"].items()
                   for method in operations}
     assert routes - {("GET", "/openapi.json"), ("GET", "/docs")} == documented
+
+
+async def test_the_body_limit_by_length_and_while_chunked():
+    from matchmaker.http_common import BodyLimit
+
+    limited = BodyLimit(APP, max_bytes=10)
+    status, _, body = await call(limited, "POST", "/v1/things", body=b"x" * 10, headers=[("content-length", "10")])
+    assert (status, json.loads(body)["body"]) == (200, "x" * 10)
+    for length in ("11", "-1", "1e3"):
+        status, headers, body = await call(limited, "POST", "/v1/things", headers=[("content-length", length)])
+        assert (status, headers["connection"], json.loads(body)["code"]) == (413, "close", "body_too_large")
+    chunked = [("transfer-encoding", "chunked")]
+    status, _, body = await call(limited, "POST", "/v1/things", chunks=[b"x" * 6], body=b"y" * 4, headers=chunked)
+    assert (status, json.loads(body)["body"]) == (200, "x" * 6 + "y" * 4)
+    status, _, body = await call(limited, "POST", "/v1/things", chunks=[b"x" * 6, b"y" * 6], headers=chunked)
+    assert (status, json.loads(body)["code"]) == (413, "body_too_large")  # and nothing else was sent
