@@ -2,8 +2,9 @@
 
 Strict: nothing is coerced. A string is a JSON string, a number a JSON number (`true` is not a number of
 seconds), a list a JSON array, an object a JSON object, and a field the class does not have is refused.
-Each class states the limits that matchmaker/openapi.json documents for the same body;
-tests/matchmaker/test_schema.py holds the server to that document.
+Each class states the limits that matchmaker/openapi.json documents for the same body:
+tests/matchmaker/test_bodies.py checks each class against the document's schema, and
+tests/matchmaker/test_schema.py the live server against the whole document.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from cattrs.errors import ForbiddenExtraKeysError
 from matchmaker.http_app import ApiError, Request
 from matchmaker.tickets import MAX_PARTY_SIZE, MAX_PROPERTIES
 
-NAME_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"  # queues, player ids
-PLAYER_ID_PATTERN = NAME_PATTERN
-TICKET_ID_PATTERN = r"^[0-9a-f]{32}$"
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed by people
 CODE_LENGTH = 8  # 40 bits
 MAX_TOKEN_TTL_S = 7 * 24 * 3600
@@ -31,7 +29,7 @@ MAX_ERRORS_SHOWN = 5
 
 @attrs.frozen
 class Limits:
-    """What a field's value must also be, besides of its type; checked after structuring."""
+    """What a field's value must also be, besides its type; checked after structuring."""
 
     pattern: str | None = None  # for re.fullmatch, without ^ and $ ("$" would let "a\n" through)
     min_len: int | None = None
@@ -65,8 +63,9 @@ def field(**limits: Any) -> Any:
     return attrs.field(metadata={"limits": Limits(**known)}, **limits)
 
 
-NAME = NAME_PATTERN.removeprefix("^").removesuffix("$")
-TICKET_ID = re.compile(TICKET_ID_PATTERN.removeprefix("^").removesuffix("$"))
+# Patterns for re.fullmatch (the document's have ^ and $).
+NAME = r"[A-Za-z0-9_.:@-]{1,64}"  # queues, player ids
+TICKET_ID = re.compile(r"[0-9a-f]{32}")
 CODE = f"[{CODE_ALPHABET}]{{{CODE_LENGTH}}}"
 
 
