@@ -416,3 +416,33 @@ def test_the_log_reads_back_as_it_was_written(tmp_path_factory, ticks, after):
             (t, c) for t, (c, _at, _ticked) in sorted(steps.items())]
     finally:
         store.close()
+
+
+def test_a_step_row_alone_is_its_own_transaction_and_a_failed_one_leaves_nothing(tmp_path):
+    """commit_step writes most ticks with one autocommit INSERT (no BEGIN/COMMIT): it must be as atomic
+    and as visible to other connections as the explicit transaction the other ticks use."""
+    path, meta, sim = new_file(tmp_path)
+    store = MatchStore.open(path)
+    statements = []
+    store.conn.set_trace_callback(statements.append)
+    try:
+        store.commit_step(step_record(sim, sim.step([Command(JOIN, "a")]), 1000), now=1000.0)  # a join: BEGIN
+        assert statements[0] == "BEGIN IMMEDIATE" and "COMMIT" in statements
+        statements.clear()
+        record = step_record(sim, sim.step([Command(INPUT, "a", 1, {"dx": 1, "dy": 0})]), 1000)
+        store.commit_step(record, now=1001.0)
+        assert len(statements) == 1 and statements[0].startswith("INSERT INTO steps")
+        assert not store.conn.in_transaction
+        other = sqlite3.connect(path)  # committed: another connection sees it
+        assert other.execute("SELECT tick, checksum FROM steps ORDER BY tick DESC LIMIT 1").fetchone() == (
+            record.tick, record.checksum)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.commit_step(record, now=1002.0)  # the same tick again: refused whole
+        assert not store.conn.in_transaction
+        assert other.execute("SELECT COUNT(*) FROM steps WHERE tick = ?", (record.tick,)).fetchone() == (1,)
+        other.close()
+        store.commit_step(step_record(sim, sim.step([]), 1000), now=1003.0)  # and the file goes on
+    finally:
+        store.close()
+    with MatchStoreReader(path) as reader:
+        assert reader.meta().tick == sim.tick
