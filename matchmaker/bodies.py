@@ -162,9 +162,9 @@ def _dict_hook(type_: Any) -> Callable[[Any, Any], dict]:
         if type(value) is not dict:
             raise NotStrict(f"expected an object, got {_json_type(value)}")
         structured = {}
-        for key, member in value.items():  # JSON keys are strings
+        for key, member in value.items():
             try:
-                structured[key] = item(member, value_type)
+                structured[key] = item(member, value_type)  # JSON keys are strings
             except (TypeError, ValueError) as error:
                 raise type(error)(f"{key!r}: {error}") from None
         return structured
@@ -211,7 +211,12 @@ def parse(request: Request, cls: type[T]) -> T:
                                                   media_type.endswith("+json")):
         raise ApiError(422, "invalid_request", "body: expected a JSON body (Content-Type: application/json)")
     try:
-        decoded = json.loads(request.body)
+        text = request.body.decode()  # strict UTF-8 (json.loads would let encoded surrogates through)
+        decoded = json.loads(text)
+        if "\\u" in text:  # an escape may be a lone surrogate, which no UTF-8 encoder takes (SQLite's, the wire's)
+            json.dumps(decoded, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ApiError(422, "invalid_request", "body: a string with a lone surrogate (\\ud800 to \\udfff)") from None
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise ApiError(422, "invalid_request", f"body: not JSON ({error})") from None
     if type(decoded) is not dict:

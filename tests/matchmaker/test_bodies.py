@@ -157,3 +157,14 @@ def test_numbers_beyond_a_float_are_refused_not_raised():
         "body.numbers: 's': a number beyond the range of a float")
     ticket = parse(request(b'{"queue": "q", "numbers": {"s": 1e400}}'), NewTicket)  # json reads it as inf:
     assert math.isinf(ticket.numbers["s"])  # the ticket's own rules refuse it (test_matchmaking_api)
+
+
+def test_a_lone_surrogate_is_refused_anywhere_in_a_body():
+    """JSON lets a string escape half a UTF-16 pair, and json.loads takes UTF-8-encoded surrogates from
+    bytes; either way Python gets a str that no UTF-8 encoder takes (SQLite's, the wire's, the logs')."""
+    for body in (b'{"queue": "q", "strings": {"mode": "\\ud800"}}', b'{"queue": "q", "strings": {"\\udfff": "x"}}',
+                 b'{"queue": "q", "strings": {"mode": "\xed\xa0\x80"}}'):
+        assert refusal(body, NewTicket).startswith("body: "), body
+    assert refusal(b'{"game": "arena", "params": {"deep": [{"x": "\\ud800"}]}}', CreateMatch).startswith(
+        "body: a string with a lone surrogate")  # params go to the game, and then into the match file
+    assert refusal('{"queue": "q", "strings": {"mode": "\\ud83d\\ude00 é"}}'.encode(), NewTicket) is None
