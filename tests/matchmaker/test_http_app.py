@@ -206,9 +206,8 @@ def test_booleans_and_texts():
     assert query.texts({}, "l", max_items=16) == []
 
 
-def test_the_document_describes_every_route_and_no_other(tmp_path):
-    """matchmaker/openapi.json is written by hand: each operation in it is a route of the app, and each
-    route of the app (but the document and its viewer) is in it."""
+def whole_app(data_dir, admin_token=None):
+    """create_app as `arbiter up --workers 1` builds it, on a node that is not running."""
     from gameserver.config import NodeConfig
     from gameserver.node import Node
     from matchmaker.api import create_app
@@ -218,10 +217,16 @@ def test_the_document_describes_every_route_and_no_other(tmp_path):
     from matchmaker.service import Matchmaker
     from tools.cli import builtin_games
 
-    node = Node(NodeConfig(data_dir=tmp_path), builtin_games())
+    node = Node(NodeConfig(data_dir=data_dir), builtin_games())
     matchmaker = Matchmaker(default_modes(), NodePlacement(node, b"x" * 32, lambda: "ws://x"))
-    app = create_app(node, secret=b"x" * 32, ws_base=lambda: "ws://x", connections=lambda: 0, matchmaker=matchmaker,
-                     auth=PlayerAuth(secret=b"y" * 32, guests=True)).app
+    return create_app(node, secret=b"x" * 32, ws_base=lambda: "ws://x", connections=lambda: 0, matchmaker=matchmaker,
+                      auth=PlayerAuth(secret=b"y" * 32, guests=True), admin_token=admin_token)
+
+
+def test_the_document_describes_every_route_and_no_other(tmp_path):
+    """matchmaker/openapi.json is written by hand: each operation in it is a route of the app, and each
+    route of the app (but the document and its viewer) is in it."""
+    app = whole_app(tmp_path).app
     routes = {(method, template) for template, by_method in app.exact.items() for method in by_method}
     routes |= {(route.method, route.template) for route in app.templated}
     documented = {(method.upper(), path) for path, operations in json.loads(openapi_text())["paths"].items()
@@ -243,3 +248,27 @@ async def test_the_body_limit_by_length_and_while_chunked():
     assert (status, json.loads(body)["body"]) == (200, "x" * 6 + "y" * 4)
     status, _, body = await call(limited, "POST", "/v1/things", chunks=[b"x" * 6, b"y" * 6], headers=chunked)
     assert (status, json.loads(body)["code"]) == (413, "body_too_large")  # and nothing else was sent
+
+
+async def test_the_operations_that_need_a_token_are_those_the_document_says():
+    """With an admin token set, an operation answers a request without credentials with 401 exactly when
+    the document requires a scheme for it (admin or player); an optional one ({} among the choices) is
+    open. The handlers check credentials before their bodies and path parameters."""
+    import tempfile
+    from pathlib import Path
+
+    document = json.loads(openapi_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        app = whole_app(Path(tmp), admin_token="t" * 32)
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                required = bool(operation.get("security")) and {} not in operation["security"]
+                concrete = path.replace("{match_id}", "0" * 26).replace("{ticket_id}", "0" * 32)
+                status, _, body = await call(app, method.upper(), concrete, body=b"{}",
+                                             headers=[("content-type", "application/json")])
+                assert (status == 401) == required, (method, path, status, body)
+                if required:
+                    status, _, _ = await call(app, method.upper(), concrete, body=b"{}", headers=[
+                        ("content-type", "application/json"), ("authorization", "Bearer " + "t" * 32)])
+                    scheme = next(iter(operation["security"][0]))
+                    assert (status == 401) == (scheme == "player"), (method, path, status)  # admin let in

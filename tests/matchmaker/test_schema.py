@@ -68,17 +68,21 @@ def arbiter_up(root, *args):
                 process.wait()
 
 
+ADMIN_TOKEN = "schema-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Dev mode (no admin token): every operation is open."""
-    with arbiter_up(tmp_path_factory.mktemp("schema")) as url:
+    """With an admin token, as in production: the operations the document secures with it ask for it."""
+    with arbiter_up(tmp_path_factory.mktemp("schema"), "--admin-token", ADMIN_TOKEN) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def real_match(server):
     """The match REAL_MATCH, so that operations on /v1/matches/{match_id} also reach their success paths."""
-    created = httpx.post(f"{server}/v1/matches", json={"game": "arena", "name": REAL_MATCH_NAME})
+    created = httpx.post(f"{server}/v1/matches", json={"game": "arena", "name": REAL_MATCH_NAME}, headers=ADMIN)
     assert created.status_code == 201 and created.json()["match_id"] == REAL_MATCH, created.text
     return REAL_MATCH
 
@@ -115,27 +119,28 @@ def player_auth(server):
 @schema.parametrize()
 @BOUND
 def test_every_operation_conforms(case, server, real_match, player_auth):
-    case.call_and_validate(base_url=server, checks=CHECKS, headers=player_auth)
+    operation = DOCUMENT["paths"][case.path].get(case.method.lower(), {})  # (unsupported_method tries others)
+    admin = {"admin": []} in operation.get("security", [])
+    case.call_and_validate(base_url=server, checks=CHECKS, headers=ADMIN if admin else player_auth)
 
 
 def test_create_a_match_then_its_status_and_a_token(server):
     """One explicit sequence through the success paths, under the same checks."""
     create = schema["/v1/matches"]["POST"].Case(body={"game": "arena", "params": {}, "name": "schema-sequence"})
-    created = create.call_and_validate(base_url=server, checks=CHECKS)
+    created = create.call_and_validate(base_url=server, checks=CHECKS, headers=ADMIN)
     assert created.status_code == 201
     match_id = created.json()["match_id"]
     status = schema["/v1/matches/{match_id}"]["GET"].Case(path_parameters={"match_id": match_id})
     assert status.call_and_validate(base_url=server, checks=CHECKS).json()["match_id"] == match_id
     token = schema["/v1/matches/{match_id}/tokens"]["POST"].Case(path_parameters={"match_id": match_id},
                                                                   body={"player_id": "alice", "role": "player"})
-    granted = token.call_and_validate(base_url=server, checks=CHECKS)
+    granted = token.call_and_validate(base_url=server, checks=CHECKS, headers=ADMIN)
     assert granted.status_code == 201 and granted.json()["match_id"] == match_id
     coerced = schema["/v1/matches/{match_id}/tokens"]["POST"].Case(path_parameters={"match_id": match_id},
                                                                     body={"player_id": "alice", "ttl_s": True})
-    assert coerced.call_and_validate(base_url=server, checks=CHECKS).status_code == 422  # not a 1 s token
+    assert coerced.call_and_validate(base_url=server, checks=CHECKS, headers=ADMIN).status_code == 422  # not 1 s
 
 
-ADMIN_TOKEN = "schema-admin-token"
 ADMIN_CASES = {  # every operation behind the admin token, with a valid request
     ("POST", "/v1/matches"): {"body": {"game": "arena"}},
     ("POST", "/v1/matches/{match_id}/tokens"): {"path_parameters": {"match_id": REAL_MATCH},
@@ -148,25 +153,18 @@ ADMIN_CASES = {  # every operation behind the admin token, with a valid request
 
 
 def test_every_admin_operation_is_tested_for_its_401():
-    """An operation that documents a 401 and takes no player token is an admin one: ADMIN_CASES has it."""
+    """An operation that the document secures with the admin token (and nothing else) is in ADMIN_CASES;
+    every one that documents a 401 is secured by a scheme."""
     admin = {(method.upper(), path) for path, operations in DOCUMENT["paths"].items()
-             for method, operation in operations.items()
-             if "401" in operation["responses"] and not operation.get("security")}
+             for method, operation in operations.items() if operation.get("security") == [{"admin": []}]}
     assert admin == set(ADMIN_CASES)
-
-
-@pytest.fixture(scope="module")
-def admin_server(tmp_path_factory):
-    with arbiter_up(tmp_path_factory.mktemp("schema-admin"), "--admin-token", ADMIN_TOKEN) as url:
-        httpx.post(f"{url}/v1/matches", json={"game": "arena", "name": REAL_MATCH_NAME},
-                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).raise_for_status()
-        yield url
+    assert all(operation.get("security") for operations in DOCUMENT["paths"].values()
+               for operation in operations.values() if "401" in operation["responses"])
 
 
 @pytest.mark.parametrize(("method", "path"), list(ADMIN_CASES))
-def test_admin_operations_answer_a_documented_401_without_the_token(admin_server, method, path):
+def test_admin_operations_answer_a_documented_401_without_the_token(server, real_match, method, path):
     case = schema[path][method].Case(**ADMIN_CASES[method, path])
-    assert case.call_and_validate(base_url=admin_server, checks=CHECKS).status_code == 401
-    authorized = case.call_and_validate(base_url=admin_server, checks=CHECKS,
-                                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert case.call_and_validate(base_url=server, checks=CHECKS).status_code == 401
+    authorized = case.call_and_validate(base_url=server, checks=CHECKS, headers=ADMIN)
     assert authorized.status_code in (200, 201)
