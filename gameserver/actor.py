@@ -305,7 +305,8 @@ class Actor:
         while not self.over:
             ticking = self._ticking()
             if ticking and schedule is None:
-                schedule = Schedule.starting(trio.current_time(), self.game.tick_rate, SLOT_S)
+                schedule = Schedule.starting(trio.current_time(), self.game.tick_rate, SLOT_S,
+                                             metronome.load(1.0 / self.game.tick_rate, SLOT_S))
             elif not ticking:
                 schedule = None
             if schedule is not None:

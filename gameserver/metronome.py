@@ -6,7 +6,8 @@ exception raised and caught) per tick, 8 % of a core at 2,000 ticks a second. He
 match parks (`trio.lowlevel.wait_task_rescheduled`) in a heap of deadlines, and one driver task
 per trio run wakes every match whose deadline has come, with a plain reschedule. Tick deadlines
 fall on a grid of `SLOT_S` (see `ticks.Schedule.starting`), so the driver wakes once per slot for
-all the matches in it, not once per match.
+all the matches in it, not once per match; a match that starts ticking takes the slot its period's
+other matches use least (`load`), so that slots hold about as many ticks each.
 
 A parked match can be woken early (`wake`: a stop) and cancelled like any trio task.
 """
@@ -57,6 +58,16 @@ class Metronome:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def load(self, period: float, slot: float) -> list[int]:
+        """How many parked matches have their deadlines in each `slot` of a `period` (slot 0 at the
+        multiples of the period), for `ticks.Schedule.starting`. Read from the heap: nothing to keep
+        up to date (a match ticking at this instant is left out)."""
+        counts = [0] * max(1, round(period / slot))
+        for entry in self._heap:
+            if entry.waiting:
+                counts[round((entry.deadline % period) / slot) % len(counts)] += 1
+        return counts
 
     @staticmethod
     def wake(entry: Parked | None) -> None:

@@ -10,6 +10,7 @@ The game's tick counter counts simulated ticks, so game code never sees a jump.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import attrs
 
@@ -22,13 +23,21 @@ class Schedule:
     max_behind: int = 2
 
     @classmethod
-    def starting(cls, now: float, rate: int, slot: float = 0.0) -> "Schedule":
+    def starting(cls, now: float, rate: int, slot: float = 0.0, load: Sequence[int] = ()) -> "Schedule":
         """The first deadline one period after `now`, rounded up to a multiple of `slot` (if not
-        0): the deadlines of many matches then fall together, on few distinct instants."""
+        0): the deadlines of many matches then fall together, on few distinct instants. With `load`
+        (how many ticking matches have their deadlines in each of the period's slots, slot 0 at the
+        multiples of the period), the first deadline moves on to the least loaded slot (the soonest
+        of them): matches that start together then tick apart, and no slot holds more ticks than the
+        others while one stays empty."""
         period = 1.0 / rate
         origin = now + period
         if slot > 0:
             origin = math.ceil(origin / slot) * slot
+            if load:
+                slots = len(load)
+                first = round((origin % period) / slot) % slots
+                origin += slot * min(range(slots), key=lambda k: (load[(first + k) % slots], k))
         return cls(origin=origin, period=period)
 
     def deadline(self) -> float:

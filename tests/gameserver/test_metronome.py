@@ -60,3 +60,25 @@ def test_schedules_start_on_the_slot_grid():
     schedule.advance(100.066)
     assert abs(schedule.deadline() - 100.115) < 1e-9
     assert Schedule.starting(100.0123, 20).deadline() == 100.0123 + 0.05
+
+
+async def test_matches_that_start_together_tick_in_different_slots(autojump_clock):
+    """Each new schedule takes the slot of the period that the metronome's parked matches use least
+    (Metronome.load): 40 matches started at the same instant end up 4 to a slot, not 40 in one."""
+    metronome = current()
+    period, slot = 0.05, 0.005
+    deadlines = []
+
+    async def match():
+        schedule = Schedule.starting(trio.current_time(), 20, slot, metronome.load(period, slot))
+        deadlines.append(schedule.deadline())
+        for _ in range(3):
+            await metronome.sleep_until(schedule.deadline())
+            schedule.advance(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            nursery.start_soon(match)
+            await trio.testing.wait_all_tasks_blocked()  # parked before the next one starts
+        assert metronome.load(period, slot) == [4] * 10
+    assert len({round(d, 6) for d in deadlines}) == 10

@@ -6,6 +6,7 @@ import threading
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from gameserver import protocol, storage
 from gameserver.actor import InputMessage, JoinRequest
@@ -266,3 +267,17 @@ async def test_a_ticking_match_has_its_wal_checkpointed_off_its_tick_path(node, 
     await trio.sleep(2 * storage.CHECKPOINT_EVERY_COMMITS / 20 + 3)  # 20 Hz: two requests' worth of commits
     # requested every CHECKPOINT_EVERY_COMMITS commits, run in a worker thread
     assert checkpointed == [(actor.store.path, False)] * 2
+
+
+async def test_matches_started_together_tick_spread_over_the_period(node, autojump_clock):
+    """Each match's first deadline goes to the slot of the period that the other ticking matches use
+    least, so 20 arena matches activated at the same instant tick 2 to a 5 ms slot, not 20 at once."""
+    from gameserver.metronome import SLOT_S, current
+
+    for _ in range(20):
+        meta = await node.create_match("arena")
+        await node.actor(meta.match_id)
+        await trio.testing.wait_all_tasks_blocked()  # its actor parked on its first deadline
+    assert current().load(1 / Arena.tick_rate, SLOT_S) == [2] * 10
+    await trio.sleep(1)
+    assert node.metrics.late_ticks._value.get() == 0
