@@ -34,9 +34,10 @@ APPLICATION_ID = 0x41524231  # "ARB1": tells an Arbiter match file from any othe
 SUFFIX = ".sqlite3"
 STAGING_SUFFIX = ".new"  # a match file being created: `.<match_id>.sqlite3.<pid>.<n>.new`, linked into place
 CACHE_KIB = 32  # SQLite's page cache per open match file (its default is 2 MiB; a commit touches 4 to 6 pages)
-# Prepared statements a connection keeps (Python's default: 128). A live match runs three a tick
-# (BEGIN, the step's INSERT, COMMIT) and a few more now and then; those it ran once, to open and
-# restore, held about 50 KB of SQLite's memory per open match file for as long as it stayed open.
+# Prepared statements a connection keeps (Python's default: 128). A live match runs one to three a
+# tick (the step's INSERT, with BEGIN and COMMIT when the tick writes more: see `commit_step`) and a
+# few more now and then; those it ran once, to open and restore, held about 50 KB of SQLite's memory
+# per open match file for as long as it stayed open.
 STATEMENTS_KEPT = 8
 # A live match's own commits never checkpoint its WAL (`wal_autocheckpoint = 0`): SQLite's automatic
 # checkpoint would copy the WAL into the file and fsync it inside a tick's commit, on the event loop
@@ -141,8 +142,8 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
 # so three WAL frames, per commit). `commands` is a JSON array of [kind, player, seq, data], NULL
 # when the step had none, `data` the input's JSON text (a string) or null; `checksum` is NULL for a
 # step that did not complete (its game code crashed). An input's data is its JSON text as a JSON
-# string (`"{\"dx\":1}"`): a reader decodes each distinct text once (`commands_after`). The old tables live on as views over it, for SQL
-# readers (tools, people with sqlite3).
+# string (`"{\"dx\":1}"`): a reader decodes each distinct text once (`commands_after`). The old
+# tables live on as views over it, for SQL readers (tools, people with sqlite3).
 _STEPS = "CREATE TABLE steps (tick INTEGER PRIMARY KEY, checksum INTEGER, at REAL, ticked INTEGER NOT NULL DEFAULT 1, commands TEXT)"
 _STEP_VIEWS = (
     "CREATE VIEW inputs AS SELECT s.tick AS tick, CAST(c.key AS INTEGER) AS idx,"

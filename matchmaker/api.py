@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -24,7 +23,7 @@ from matchmaker.auth import PlayerAuth
 from matchmaker.bodies import CreateMatch, TokenRequest, parse
 from matchmaker.hosts import LocalHost, MatchHost, WorkerUnavailable
 from matchmaker.http_app import ApiError, App, Request, Response, Route, json_response, problem
-from matchmaker.http_common import MAX_BODY_BYTES, BodyLimit
+from matchmaker.body_limit import MAX_BODY_BYTES, BodyLimit
 from matchmaker.pages import document_routes, serve_page
 from matchmaker.replay_api import replay_route
 from matchmaker.service import Matchmaker
@@ -36,10 +35,6 @@ _STATUS_OF: dict[type[NodeError], int] = {
     MatchFailed: 409,
 }
 _OVER = ("ended", "cancelled", "crashed", "failed")
-_PLAYER_FIELDS = ("player_id", "connected", "seated", "attachment")
-_STATUS_FIELDS = ("match_id", "game", "game_version", "params", "status", "status_reason", "tick", "tick_rate",
-                  "connections", "live", "paused", "created_at", "started_at", "ended_at", "result", "alarms",
-                  "failed_alarms")
 
 
 def node_error(error: Exception) -> Response | None:
@@ -94,11 +89,7 @@ def create_app(node: Node | MatchHost, *, secret: bytes, ws_base: Callable[[], s
 
     async def match_status(request: Request) -> Response:
         match_id = request.path_params["match_id"]
-        described = await host.describe(match_id)
-        status: dict[str, Any] = {name: described[name] for name in _STATUS_FIELDS}
-        status["players"] = [{name: p.get(name) for name in _PLAYER_FIELDS} for p in described["players"]]
-        status["ws_url"] = ws_url(match_id)
-        return json_response(status)
+        return json_response({**await host.describe(match_id), "ws_url": ws_url(match_id)})  # actor.describe_match
 
     async def join_token(request: Request) -> Response:
         """A token to join the match as a player or a spectator, or (a spectator's) to watch its replay."""

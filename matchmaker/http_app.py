@@ -82,11 +82,7 @@ class Request:
         return self.scope["method"]
 
     def header(self, name: bytes) -> str | None:
-        """The first value of header `name` (lower case), as Latin-1 text."""
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return value.decode("latin-1")
-        return None
+        return header(self.scope, name)
 
     def query(self) -> dict[str, list[str]]:
         """The query parameters, each name with its values in order."""
@@ -94,6 +90,14 @@ class Request:
         for name, value in parse_qsl(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
             found.setdefault(name, []).append(value)
         return found
+
+
+def header(scope: dict, name: bytes) -> str | None:
+    """The first value of header `name` (lower case) of an ASGI scope, as Latin-1 text."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -117,11 +121,6 @@ class Route:
     method: str
     template: str
     handler: Handler
-    pattern: re.Pattern[str] = attrs.field(init=False)
-
-    @pattern.default
-    def _pattern(self) -> re.Pattern[str]:
-        return _compile(self.template)
 
 
 class App:
@@ -131,30 +130,28 @@ class App:
     def __init__(self, routes: Sequence[Route], *, fallback: Callable[[dict, Any, Any], Awaitable[None]] | None = None,
                  websockets: Sequence[tuple[str, WebSocketHandler]] = (),
                  errors: Callable[[Exception], Response | None] = lambda _error: None):
-        self.exact: dict[str, dict[str, Route]] = {}
-        self.templated: list[Route] = []
-        for route in routes:
-            if _PARAMETER.search(route.template):
-                self.templated.append(route)
-            else:
-                self.exact.setdefault(route.template, {})[route.method] = route
+        self.routes = list(routes)
+        by_template: dict[str, dict[str, Route]] = {}
+        for route in self.routes:
+            by_template.setdefault(route.template, {})[route.method] = route
+        self.exact = {template: by_method for template, by_method in by_template.items()
+                      if not _PARAMETER.search(template)}
+        self.templated = [(_compile(template), by_method) for template, by_method in by_template.items()
+                          if _PARAMETER.search(template)]
         self.fallback = fallback
         self.websockets = [(_compile(template), handler) for template, handler in websockets]
         self.errors = errors
 
     def match(self, path: str) -> tuple[dict[str, Route], dict[str, str]]:
-        """The routes of `path` by method, and its parameters (the first template that matches)."""
+        """The routes of `path` by method, and its parameters (of the first template that matches)."""
         exact = self.exact.get(path)
         if exact is not None:
             return exact, {}
-        by_method: dict[str, Route] = {}
-        params: dict[str, str] = {}
-        for route in self.templated:
-            found = route.pattern.fullmatch(path)
-            if found is not None and (not by_method or found.groupdict() == params):
-                by_method.setdefault(route.method, route)
-                params = found.groupdict()
-        return by_method, params
+        for pattern, by_method in self.templated:
+            found = pattern.fullmatch(path)
+            if found is not None:
+                return by_method, found.groupdict()
+        return {}, {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
@@ -200,7 +197,7 @@ class App:
 
 
 async def _read_body(receive: Any) -> bytes | None:
-    """The whole request body (matchmaker/http_common.BodyLimit bounds it), or None if the client left."""
+    """The whole request body (matchmaker/body_limit.BodyLimit bounds it), or None if the client left."""
     chunks = []
     while True:
         message = await receive()

@@ -14,7 +14,7 @@ What it does not do: HTTP/2, TLS (put a proxy in front), the lifespan protocol (
 startup or shutdown handlers), the ASGI extensions. What it bounds: a request head (16 KiB, else
 431), the wait for a request on an idle keep-alive connection (`keep_alive_s`), the wait for the
 rest of a request that started (`read_timeout_s`), a client that does not take the response
-(`write_timeout_s`); request bodies are the app's to limit (matchmaker/http_common.py BodyLimit).
+(`write_timeout_s`); request bodies are the app's to limit (matchmaker/body_limit.py).
 
 Shutdown: when `shutdown` is set the listeners close, idle connections close, requests being
 served may finish within `graceful_s` (their connection then closes), and then the rest are

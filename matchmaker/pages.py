@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from matchmaker.http_app import Request, Response, Route, problem, text_response
+from matchmaker.http_app import Request, Response, Route, header, problem, text_response
 
 WEB = Path(str(importlib.resources.files("clients") / "web"))
 PAGE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -85,7 +85,7 @@ async def serve_page(scope: dict, receive: Any, send: Any) -> None:
             raise FileNotFoundError(name)
         stat = path.stat()
         etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-        if etag in _if_none_match(scope):
+        if etag in [tag.strip() for tag in (header(scope, b"if-none-match") or "").split(",")]:
             await Response(304, b"", _content_type(name), ((b"etag", etag.encode()),))(scope, receive, send)
             return
         body = path.read_bytes()
@@ -93,11 +93,3 @@ async def serve_page(scope: dict, receive: Any, send: Any) -> None:
         await problem(404, "not_found", "Not Found")(scope, receive, send)
         return
     await Response(200, body, _content_type(name), ((b"etag", etag.encode()),))(scope, receive, send)
-
-
-def _if_none_match(scope: dict) -> list[str]:
-    for key, value in scope["headers"]:
-        if key == b"if-none-match":
-            return [tag.strip() for tag in value.decode("latin-1").split(",")]
-    return []
-
