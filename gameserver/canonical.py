@@ -140,6 +140,15 @@ def is_frozen(cls: type) -> bool:
     return False
 
 
+def flat_key(data: dict) -> tuple:
+    """A key for a flat object of scalars (an input's data) that tells apart values that compare equal
+    but are not the same input: 1, 1.0 and True (by type), 0.0 and -0.0 (a float by its exact bits:
+    encoded and simulated, the sign of a zero shows). TypeError if a value is a list or an object."""
+    key = tuple((name, type(value), value.hex() if type(value) is float else value) for name, value in data.items())
+    hash(key)
+    return key
+
+
 class InputCache:
     """Structured inputs by their raw data, for input types whose instances are frozen.
 
@@ -172,8 +181,7 @@ class InputCache:
 
         def structure(data: dict) -> Any:
             try:
-                key = tuple((name, type(value), value) for name, value in data.items())
-                hash(key)
+                key = flat_key(data)
             except TypeError:  # a list or an object inside: not a key
                 return converter.structure(data, input_type)
             found = cache.get(key)

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from .canonical import encode
+from .canonical import encode, flat_key
 from . import alarms as alarm_math
 from .alarms import Alarm
 from .records import Snapshot, StepRecord
@@ -767,12 +767,12 @@ def _commands_json(commands: list[str]) -> str:
 
 def _input_json(data: Any) -> str | None:
     """An input's data as JSON. Players send the same few inputs again and again (a direction, a
-    move): a flat object of scalars is encoded once and looked up after that, keyed with each
-    value's type (1, 1.0 and True are equal keys otherwise). The cache is emptied at 4,096 entries."""
+    move): a flat object of scalars is encoded once and looked up after that (`canonical.flat_key`:
+    1, 1.0, True, 0.0 and -0.0 are different keys). The cache is emptied at 4,096 entries."""
     if type(data) is not dict:
         return _json(data)
     try:
-        key = tuple((name, type(value), value) for name, value in data.items())
+        key = flat_key(data)
         found = _input_json_cache.get(key)
     except TypeError:  # a list or an object inside: not a key
         return _json(data)

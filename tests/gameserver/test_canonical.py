@@ -1,6 +1,7 @@
 """The checksum: the BLAKE2b-64 of the canonical text as a big-endian signed integer. Match files store
 it for every tick, so it may never change: the same number as the formula it was written with."""
 
+import pytest
 import hashlib
 
 from hypothesis import given
@@ -29,3 +30,13 @@ def test_known_checksums_do_not_change():
 def test_checksums_in_a_row_do_not_share_state():
     texts = [b"a", b"b" * 300, b"", b"a"]
     assert [canonical.checksum(t) for t in texts] == [reference(t) for t in texts]
+
+
+def test_flat_keys_tell_apart_equal_values_that_are_different_inputs():
+    from gameserver.canonical import flat_key
+
+    keys = [flat_key({"x": v}) for v in (0.0, -0.0, 0, False, 1, 1.0, True)]
+    assert len(set(keys)) == len(keys)
+    assert flat_key({"x": 0.5, "y": "a"}) == flat_key({"x": 0.5, "y": "a"})
+    with pytest.raises(TypeError):
+        flat_key({"x": [1]})

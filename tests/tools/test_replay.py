@@ -388,3 +388,23 @@ def test_unusable_files_exit_2_untouched(tmp_path, make, message, action):
 def test_a_bad_game_option_exits_2(arena_file):
     code, _, err = replay("verify", arena_file[0], "--game", "nosuchmodule:Game")
     assert code == 2 and "cannot import" in err
+
+
+def test_inputs_equal_but_for_the_sign_of_a_zero_are_logged_and_replayed_as_sent():
+    """0.0 == -0.0, but they encode and simulate differently: the caches of structured inputs and of
+    their log texts must not hand one for the other (a hypothesis run above found the replay diverging)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = storage.match_path(Path(tmp), MATCH)
+        batches = [[Command(JOIN, "p1"), Command(JOIN, "p2")],
+                   [Command(INPUT, "p1", 1, {"dx": -0.0, "dy": 0.0})],
+                   [Command(INPUT, "p2", 1, {"dx": 0.0, "dy": -0.0})],
+                   [Command(INPUT, "p1", 2, {"dx": 0.0, "dy": -0.0})]]
+        record(path, Arena(), batches, snapshot_every=1000, seed=3)
+        with contextlib.closing(sqlite3.connect(path)) as conn:  # the log as written, not as read back
+            logged = [json.loads(data) for (text,) in conn.execute(
+                "SELECT commands FROM steps WHERE commands IS NOT NULL ORDER BY tick")
+                for _kind, _player, _seq, data in json.loads(text) if data is not None]
+        assert [json.dumps(d) for d in logged] == ['{"dx": -0.0, "dy": 0.0}', '{"dx": 0.0, "dy": -0.0}',
+                                                  '{"dx": 0.0, "dy": -0.0}']
+        code, out, _ = replay("verify", path)
+        assert code == 0, out
