@@ -142,6 +142,38 @@ def test_watch_makes_the_periodic_full_pass_when_it_is_due():
         collector.unwatch()
 
 
+def test_while_watching_the_collectors_own_full_passes_each_traverse_one_promotions_worth():
+    """A full pass follows each collection of the middle generation (OLDEST_THRESHOLD), so it
+    traverses about what that collection promoted, not ten collections' worth: short pauses."""
+    soon = []
+    young, middle, oldest = before = gc.get_threshold()
+    collector = Collector(full_every_s=600)
+    collector.settle(now=0.0)
+    collector.watch(soon.append, clock=lambda: 1.0)
+    traversed = []
+
+    def measure(phase, info):
+        if phase == "start" and info["generation"] == 2 and not collector._settling:
+            traversed.append(len(gc.get_objects(generation=2)))
+
+    gc.callbacks.insert(0, measure)
+    gc.enable()
+    try:
+        assert gc.get_threshold() == (young, middle, 0)
+        kept = []
+        for _ in range(2_000):  # 200,000 long-lived objects, as players joining make
+            kept.append([Loop() for _ in range(100)])
+            while soon:
+                soon.pop()()  # the loop runs the freezes
+    finally:
+        gc.disable()
+        gc.callbacks.remove(measure)
+        collector.unwatch()
+    assert gc.get_threshold() == before
+    assert len(traversed) >= 10 and collector.frozen_after_passes >= 10
+    assert max(traversed) <= 2 * young * middle  # CPython's own thresholds: up to about 10 times as many
+
+
 def test_a_watch_whose_loop_has_finished_asks_again_at_the_next_pass():
     asked = []
 
