@@ -33,7 +33,6 @@ import math
 import random
 import sqlite3
 from collections.abc import Callable, Hashable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -141,7 +140,7 @@ class Actor:
                  recorded_connections: set[int] | None = None,
                  en_route: Callable[[str], bool] | None = None,
                  notify: Callable[[MatchNotice], None] | None = None,
-                 checkpoint: Callable[[Path], None] | None = None):
+                 checkpoint: Callable[[MatchStore], None] | None = None):
         self.match_id = meta.match_id
         self.game = game
         self.store = store
@@ -160,8 +159,7 @@ class Actor:
         self._offload = offload
         self._en_route = en_route or (lambda _match: False)
         self._notify = notify or (lambda _notice: None)
-        self._checkpoint = checkpoint or (lambda _path: None)  # the node checkpoints the WAL elsewhere
-        self._commits = 0  # since the last checkpoint request
+        self._checkpoint = checkpoint or (lambda _store: None)  # the node checkpoints the WAL elsewhere
         self._roster_done: list[trio.Event] = []  # roster changes in the step being made
         self._send, self._receive = trio.open_memory_channel[InboxItem](config.inbox_size)
         self.connections: dict[int, Connection] = {}
@@ -186,6 +184,9 @@ class Actor:
         self._last_activity = trio.current_time()
         self._snapshot_tick = -1
         self._rng = random.Random()
+        # Commits until the next checkpoint request: the first comes after a random count, so that
+        # matches started together (a server's worth at start-up) do not checkpoint together.
+        self._commits_to_checkpoint = 1 + self._rng.randrange(storage.CHECKPOINT_EVERY_COMMITS)
         self._shared_view = type(game).view is _BASE_VIEW and type(game).audience is _BASE_AUDIENCE
         self.log = logging.LoggerAdapter(log, {"match": self.match_id})
         for conn in adopted or []:  # connections kept open by the node while the match hibernated
@@ -489,15 +490,16 @@ class Actor:
 
     async def _commit(self, record: StepRecord) -> None:
         started = trio.current_time()
-        if self.config.synchronous == "FULL":
-            await trio.to_thread.run_sync(self.store.commit_step, record, self.wall_clock())
+        store = self.store
+        if self.config.synchronous == "FULL" or store.restarts_wal:  # a commit that syncs: not on the loop
+            await self._offload(store.commit_step, record, self.wall_clock())
         else:
-            self.store.commit_step(record, self.wall_clock())
+            store.commit_step(record, self.wall_clock())
         self.metrics.commit.observe(trio.current_time() - started)
-        self._commits += 1
-        if self._commits >= storage.CHECKPOINT_EVERY_COMMITS:
-            self._commits = 0
-            self._checkpoint(self.store.path)
+        self._commits_to_checkpoint -= 1
+        if self._commits_to_checkpoint <= 0:
+            self._commits_to_checkpoint = storage.CHECKPOINT_EVERY_COMMITS
+            self._checkpoint(store)
 
     def _drain(self) -> list[Command]:
         """This step's commands, in arrival order; join requests go to `_arriving`."""

@@ -498,17 +498,22 @@ class Node:
                                     f"match {actor.match_id} failed at tick {actor.sim.tick}: {actor.status_reason}"
                                     + ("" if actor.failure_recorded else " (not recorded in the file)"))
 
-    def _checkpoint_soon(self, path: Path) -> None:
+    def _checkpoint_soon(self, store: storage.MatchStore) -> None:
         """Checkpoint a live match's WAL in a worker thread, one file at a time (storage.checkpoint)."""
-        if path in self._checkpointing or self._nursery is None:
+        if store.path in self._checkpointing or self._nursery is None:
             return
-        self._checkpointing.add(path)
-        self._nursery.start_soon(self._checkpoint, path)
+        self._checkpointing.add(store.path)
+        self._nursery.start_soon(self._checkpoint, store)
 
-    async def _checkpoint(self, path: Path) -> None:
+    async def _checkpoint(self, store: storage.MatchStore) -> None:
+        path = store.path
         try:
             async with self._checkpoint_limiter:
-                await self._offload(storage.checkpoint, path)
+                store.restarts_wal = store.checkpointing = True  # its commits in threads until it restarts
+                try:
+                    await self._offload(storage.checkpoint, path)
+                finally:
+                    store.checkpointing = False
         except (sqlite3.Error, OSError) as error:  # the match goes on; its WAL grows until the next one
             log.warning("checkpointing %s failed: %s", path.name, error)
         finally:

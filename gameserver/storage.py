@@ -16,7 +16,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,10 @@ STATEMENTS_KEPT = 8
 # checkpoint would copy the WAL into the file and fsync it inside a tick's commit, on the event loop
 # (at 1,000 pages: every ~17 s per arena match; ~60 us a tick on average, in stalls of tens of ms).
 # Instead the node checkpoints each match every CHECKPOINT_EVERY_COMMITS commits, from a connection
-# of its own in a worker thread (`checkpoint`).
+# of its own in a worker thread (`checkpoint`). The write after a complete checkpoint starts the WAL
+# over, and SQLite syncs the new header first (old frames must never pass for new ones after a power
+# loss): an `fdatasync` of a few ms, so the actor makes that commit in a worker thread too
+# (`MatchStore.restarts_wal`).
 CHECKPOINT_EVERY_COMMITS = 250
 
 CREATED = "created"  # schema-1 files only: a match not activated yet (treated as running)
@@ -264,7 +267,8 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
 
 def checkpoint(path: Path) -> None:
     """Copy a live match's WAL into its file, from a connection of our own (PASSIVE: it never
-    waits for the match's writer, and the writer never waits for it). Run in a worker thread."""
+    waits for the match's writer, and the writer never waits for it). Run in a worker thread, and
+    see `MatchStore.restarts_wal`."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
@@ -302,6 +306,12 @@ class MatchStore:
         self.read_only = read_only
         # Set while the connection runs at synchronous = OFF until its first write (see `open`).
         self._synchronous_after_first_write = synchronous_after_first_write
+        # The write after a complete `checkpoint` starts the WAL over and syncs its new header. Whoever
+        # checkpoints sets both flags as it starts and clears `checkpointing` when it is done;
+        # `restarts_wal` then stays set until a write that began after the checkpoint ended. While it
+        # is set, the actor makes its commits in a worker thread.
+        self.checkpointing = False
+        self.restarts_wal = False
 
     # -- opening and creating ---------------------------------------------------------------
 
@@ -423,18 +433,18 @@ class MatchStore:
         finally:
             self.conn.close()
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        if self._synchronous_after_first_write is None:
-            return transaction(self.conn)
-        return self._first_transaction()
-
     @contextmanager
-    def _first_transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
             with transaction(self.conn) as conn:
                 yield conn
+            self._wrote()
         finally:
             self._restore_synchronous()
+
+    def _wrote(self) -> None:
+        if not self.checkpointing:
+            self.restarts_wal = False
 
     def _restore_synchronous(self) -> None:
         if self._synchronous_after_first_write is not None:
@@ -563,6 +573,7 @@ class MatchStore:
             if _CRASH_AT is not None:
                 _crash_point("commit-before")
             self.conn.execute(_INSERT_STEP, row)
+            self._wrote()
             if _CRASH_AT is not None:
                 _crash_point("commit-after")
             return

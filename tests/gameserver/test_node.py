@@ -46,7 +46,7 @@ class Fragile(Game):
 
 @pytest.fixture
 async def node(tmp_path, nursery):
-    node = Node(NodeConfig(data_dir=tmp_path, snapshot_every=5), {"arena": Arena, "fragile": Fragile})
+    node = Node(NodeConfig(data_dir=tmp_path, snapshot_every=5), {"arena": Arena, "fragile": Fragile}, offload=False)
     await nursery.start(node.run)
     yield node
     await node.shutdown()
@@ -252,12 +252,30 @@ async def test_waiters_of_a_failed_or_short_activation_activate_once(tmp_path, n
     assert node._activating == {}
 
 
+def offloaded_inline(node) -> list[bool]:
+    """Make the node's hops to a worker thread (and its actors') run inline, and tell them apart: the
+    returned list's last item is True while one runs. (The mock clock jumps while a real thread
+    works, and ticks that fall that far behind are skipped.) Call before the actors start."""
+    inside = [False]
+
+    async def inline(fn, *args):
+        inside.append(True)
+        try:
+            return fn(*args)
+        finally:
+            inside.pop()
+
+    node._offload = inline
+    return inside
+
+
 async def test_a_ticking_match_has_its_wal_checkpointed_off_its_tick_path(node, autojump_clock, monkeypatch):
     checkpointed = []
     real = storage.checkpoint
+    offloaded = offloaded_inline(node)
 
     def spy(path):
-        checkpointed.append((path, threading.current_thread() is threading.main_thread()))
+        checkpointed.append((path, offloaded[-1]))
         real(path)
 
     monkeypatch.setattr(storage, "checkpoint", spy)
@@ -265,8 +283,53 @@ async def test_a_ticking_match_has_its_wal_checkpointed_off_its_tick_path(node, 
     actor = await node.actor(meta.match_id)
     assert actor.store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # never in a commit
     await trio.sleep(2 * storage.CHECKPOINT_EVERY_COMMITS / 20 + 3)  # 20 Hz: two requests' worth of commits
-    # requested every CHECKPOINT_EVERY_COMMITS commits, run in a worker thread
-    assert checkpointed == [(actor.store.path, False)] * 2
+    # requested every CHECKPOINT_EVERY_COMMITS commits (the first after fewer), run in a worker thread
+    assert checkpointed in ([(actor.store.path, True)] * 2, [(actor.store.path, True)] * 3)
+
+
+async def test_matches_started_together_checkpoint_apart(node, autojump_clock):
+    """Each match's first checkpoint comes after a random number of commits, up to
+    CHECKPOINT_EVERY_COMMITS: a server's matches started together do not all checkpoint (and then
+    restart their WALs) within the same second."""
+    offloaded_inline(node)
+    first = {}
+    real = node._checkpoint_soon
+
+    def spy(store):
+        first.setdefault(store.path, trio.current_time())
+        real(store)
+
+    node._checkpoint_soon = spy
+    for _ in range(20):
+        await node.actor((await node.create_match("arena")).match_id)
+    await trio.sleep(storage.CHECKPOINT_EVERY_COMMITS / 20 + 2)
+    assert len(first) == 20
+    assert max(first.values()) - min(first.values()) > storage.CHECKPOINT_EVERY_COMMITS / 20 / 4
+
+
+async def test_the_commit_that_starts_the_wal_over_after_a_checkpoint_is_offloaded(node, autojump_clock, monkeypatch):
+    """SQLite syncs a restarted WAL's new header in the commit that restarts it: that commit is made
+    in a worker thread, not on the event loop; the others are made on it."""
+    commits = []  # (whether it started the WAL over, whether it was offloaded)
+    real = storage.MatchStore.commit_step
+    offloaded = offloaded_inline(node)
+
+    def salt(store):  # a restarted WAL gets new salts in its header
+        with open(store.path.with_name(store.path.name + "-wal"), "rb") as wal:
+            return wal.read(24)[16:]
+
+    def spy(store, record, now):
+        before = salt(store)
+        real(store, record, now)
+        commits.append((salt(store) != before, offloaded[-1]))
+
+    monkeypatch.setattr(storage.MatchStore, "commit_step", spy)
+    meta = await node.create_match("arena")
+    await node.actor(meta.match_id)
+    await trio.sleep(2 * storage.CHECKPOINT_EVERY_COMMITS / 20 + 3)
+    restarts = [offloaded for restarted, offloaded in commits if restarted]
+    assert restarts in ([True] * 2, [True] * 3)  # (the first checkpoint comes sooner than the next)
+    assert sum(offloaded for _, offloaded in commits) == len(restarts)
 
 
 async def test_matches_started_together_tick_spread_over_the_period(node, autojump_clock):

@@ -289,6 +289,29 @@ def test_a_live_match_never_checkpoints_in_its_commits_and_a_checkpoint_elsewher
         assert reader.meta().tick == sim.tick
 
 
+def test_restarts_wal_stays_set_until_a_write_made_after_the_checkpoint_ended(tmp_path):
+    path, meta, sim = new_file(tmp_path)
+    store = MatchStore.open(path)
+    try:
+        def commit(commands):
+            store.commit_step(step_record(sim, sim.step(commands), 10), now=1000.0 + sim.tick)
+
+        commit([Command(JOIN, "a")])  # a transaction
+        assert not store.restarts_wal
+        store.restarts_wal = store.checkpointing = True  # as the node does while it checkpoints
+        commit([Command(INPUT, "a", 1, {"dx": 1, "dy": 0})])  # one INSERT: may precede the checkpoint's end
+        store.write_alarms([], None)
+        assert store.restarts_wal
+        store.checkpointing = False
+        commit([Command(INPUT, "a", 2, {"dx": 0, "dy": 1})])
+        assert not store.restarts_wal
+        store.restarts_wal = True
+        store.write_alarms([], None)  # any write restarts the WAL
+        assert not store.restarts_wal
+    finally:
+        store.close()
+
+
 def _synchronous(store):
     return store.conn.execute("PRAGMA synchronous").fetchone()[0]  # 0 OFF, 1 NORMAL, 2 FULL
 
