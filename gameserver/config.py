@@ -19,6 +19,8 @@ class NodeConfig:
     outbox_frames: int = 256  # non-state frames queued for one connection; past it: close 4010
     send_timeout_s: float = 10.0  # one frame blocked this long: close 4010
     late_threshold_s: float = 0.025  # a tick that starts later than this after its deadline is late
+    # log an event-loop stall this long, with what was running (gameserver/stalls.py); 0: off
+    stall_log_s: float = attrs.field(default=0.1, validator=attrs.validators.ge(0))
     events_on_resume: int = 1000  # events replayed to a client that resumes
     limits: Limits = Limits()
     # spectator connections one match admits, and one spectator id (a token's player) holds to one

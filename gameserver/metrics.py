@@ -12,6 +12,7 @@ from prometheus_client.utils import floatToGoString
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
 _TICK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+_STALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _COMMIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 
 
@@ -48,6 +49,9 @@ class Metrics:
                                 registry=r)
         self.slow_consumers = Counter("arbiter_slow_consumer_disconnects", "Connections closed "
                                       "because they did not read", registry=r)
+        self.loop_stalls = Histogram("arbiter_loop_stall_seconds", "Stalls of the event loop longer than "
+                                     "the logging threshold (--stall-log-ms): from its last I/O poll before "
+                                     "to its first after", buckets=_STALL_BUCKETS, registry=r)
 
 
 # The metrics every tick updates (a few per tick of every match) cost about 1 us a counter increment

@@ -28,6 +28,7 @@ from .alarms import RETENTION, Alarm
 from .connection import Connection
 from .protocol import CLOSE_GOING_AWAY
 from .scheduler import AlarmScheduler
+from .stalls import StallWatch
 from .tokens import PLAYER
 from .config import NodeConfig
 from .game import Game, check_game_class
@@ -126,12 +127,15 @@ class BrokenFile:
 
 class Node:
     def __init__(self, config: NodeConfig, games: dict[str, type[Game]], *, metrics: Metrics | None = None,
-                 wall_clock: Callable[[], float] = time.time, offload: bool = True, freeze_gc: bool = False):
+                 wall_clock: Callable[[], float] = time.time, offload: bool = True, freeze_gc: bool = False,
+                 watch_stalls: bool = False):
         """`offload`: load and create match files in worker threads, so that other matches keep
         their timing (the default). Tests under MockClock turn it off: the mock clock would jump
         ahead while a thread works. `freeze_gc`: after hibernations and after the collector's own full
         passes, freeze what survives (memory.Collector), so that its next full passes skip it; it changes the
-        whole process's collector, so only a server process (`arbiter up`) asks for it."""
+        whole process's collector, so only a server process (`arbiter up`) asks for it. `watch_stalls`:
+        log the event loop's stalls longer than `config.stall_log_s` with what was running
+        (stalls.StallWatch); a server process asks for it."""
         for cls in games.values():
             check_game_class(cls)
         self.config = config
@@ -149,6 +153,8 @@ class Node:
         self._offload = trio.to_thread.run_sync if offload else _run_inline
         self._trim_pending = False
         self.collector = memory.Collector() if freeze_gc else None
+        self._stall_watch = (StallWatch(config.stall_log_s, self.metrics.loop_stalls.observe)
+                             if watch_stalls and config.stall_log_s > 0 else None)
         self._en_route: dict[str, int] = {}  # messages between node.submit and an actor's inbox
         self.listeners: list[Callable[[MatchNotice], None]] = []  # told when matches finish or lose players
         self._last_seen: dict[str, MatchSummary] = {}  # matches not in memory, as their actor left them
@@ -186,6 +192,8 @@ class Node:
                  self.data_dir, len(self.unfinished), len(self.broken))
         if self.collector is not None:
             self.collector.watch(trio.lowlevel.current_trio_token().run_sync_soon, trio.current_time)
+        if self._stall_watch is not None:
+            self._stall_watch.start()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -195,6 +203,8 @@ class Node:
         finally:
             if self.collector is not None:
                 self.collector.unwatch()
+            if self._stall_watch is not None:
+                self._stall_watch.stop()
 
     async def shutdown(self) -> None:
         """Stop every actor: each finishes its step, closes its connections with 1001 and leaves;

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds of idleness after which a match that is not ticking leaves memory (default 10)")
     up.add_argument("--alarm-retries", type=_non_negative_int, default=6,
                     help="retries of a raising alarm handler before it is recorded as failed (default 6)")
+    up.add_argument("--stall-log-ms", type=_non_negative_float, default=100.0, metavar="MS",
+                    help="log an event-loop stall this long with what was running (default 100; 0: off)")
     up.add_argument("--retention-days", type=_non_negative_float, default=0.0,
                     help="delete a finished match's file this many days after it ended (default 0: keep)")
     up.add_argument("--max-spectators", type=_non_negative_int, default=64,
@@ -269,7 +271,8 @@ def _up(args: argparse.Namespace) -> int:
     node = NodeConfig(data_dir=args.data_dir, snapshot_every=args.snapshot_every, synchronous=args.synchronous,
                       token_ttl_s=args.token_ttl, hibernate_after_s=args.hibernate_after,
                       alarm_max_retries=args.alarm_retries, retention_days=args.retention_days,
-                      max_spectators=args.max_spectators, max_spectator_connections=args.max_spectator_connections)
+                      max_spectators=args.max_spectators, max_spectator_connections=args.max_spectator_connections,
+                      stall_log_s=args.stall_log_ms / 1000)
     queues = None
     if args.queues is not None:
         try:

@@ -91,7 +91,7 @@ async def run_server(config: ServerConfig, stop: trio.Event,
     secret = load_or_create_secret(data_dir / "secret.key")
     auth = PlayerAuth(secret=config.auth_secret or load_or_create_secret(data_dir / "auth.key"),
                       guests=config.guests)
-    node = Node(config.node, config.games, freeze_gc=True)  # see gc.freeze() below
+    node = Node(config.node, config.games, freeze_gc=True, watch_stalls=True)  # see gc.freeze() below
     endpoint = Endpoint(node, secret)
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)

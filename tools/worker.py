@@ -160,7 +160,7 @@ async def run(sock: socket.socket) -> int:
     logging.basicConfig(level=setup.log_level, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s worker-{config.worker} %(name)s: %(message)s")
     raise_open_file_limit()
-    node = Node(config, setup.games, freeze_gc=True)  # see tools/up.py main()
+    node = Node(config, setup.games, freeze_gc=True, watch_stalls=True)  # see tools/up.py main()
     notices_in, notices_out = trio.open_memory_channel[MatchNotice](math.inf)  # a notice per match event
     node.listeners.append(notices_in.send_nowait)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
