@@ -4,12 +4,12 @@ One process runs every match of a node on one trio loop, so a game hook, a libra
 collector pass that runs for 100 ms holds every match for 100 ms. `arbiter_tick_lateness_seconds`
 shows that ticks were late; this shows why. A trio instrument notes when the loop goes into its
 poll for I/O and when it comes back (`before_io_wait`, `after_io_wait`: once each per pass of the
-loop, about 1 us each, 0.3 % of a core at R = 100). A daemon thread looks every `check_s`: when
-the loop has not come back from a poll for `threshold_s` and is not in one, it logs a warning with
-the main thread's Python stack at that moment (the thread gets the GIL within the interpreter's
-switch interval, 5 ms, even from a loop that never releases it). When the loop polls again, the
-stall's length goes to `arbiter_loop_stall_seconds`. `StallClock` is the decision, with time as
-an input.
+loop, about 1 us each, 0.3 % of a core at R = 100). A daemon thread looks every quarter of the
+threshold: when the loop has not come back from a poll for `threshold_s` and is not in one, it
+logs a warning with the main thread's Python stack at that moment (the thread gets the GIL within
+the interpreter's switch interval, 5 ms, even from a loop that never releases it). When the loop
+polls again, the stall's length goes to `arbiter_loop_stall_seconds`. `StallClock` is the
+decision, with time as an input.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ import trio
 
 log = logging.getLogger("arbiter.stalls")
 
-CHECK_S = 0.01
+
+def check_every(threshold_s: float) -> float:
+    """How often the thread looks: a quarter of the threshold, from 5 to 50 ms (each look takes the
+    GIL from the loop for a moment)."""
+    return min(0.05, max(0.005, threshold_s / 4))
 
 
 class StallClock:
@@ -67,9 +71,9 @@ class StallWatch:
     each stall's length, from the watching thread."""
 
     def __init__(self, threshold_s: float, on_stall: Callable[[float], None] | None = None,
-                 check_s: float = CHECK_S):
+                 check_s: float | None = None):
         self.clock = StallClock(threshold_s)
-        self.check_s = check_s
+        self.check_s = check_every(threshold_s) if check_s is None else check_s
         self.on_stall = on_stall or (lambda _seconds: None)
         self._polls = _Polls()
         self._main = threading.get_ident()
