@@ -519,11 +519,8 @@ class Node:
         path = store.path
         try:
             async with self._checkpoint_limiter:
-                store.restarts_wal = store.checkpointing = True  # its commits in threads until it restarts
-                try:
+                with store.checkpointed_elsewhere():  # its commits in threads until its WAL restarts
                     await self._offload(storage.checkpoint, path)
-                finally:
-                    store.checkpointing = False
         except (sqlite3.Error, OSError) as error:  # the match goes on; its WAL grows until the next one
             log.warning("checkpointing %s failed: %s", path.name, error)
         finally:

@@ -76,7 +76,7 @@ class StallWatch:
         self.check_s = check_every(threshold_s) if check_s is None else check_s
         self.on_stall = on_stall or (lambda _seconds: None)
         self._polls = _Polls()
-        self._main = threading.get_ident()
+        self._main = 0  # the loop's thread (`start`)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="arbiter stall watch", daemon=True)
 

@@ -306,11 +306,10 @@ class MatchStore:
         self.read_only = read_only
         # Set while the connection runs at synchronous = OFF until its first write (see `open`).
         self._synchronous_after_first_write = synchronous_after_first_write
-        # The write after a complete `checkpoint` starts the WAL over and syncs its new header. Whoever
-        # checkpoints sets both flags as it starts and clears `checkpointing` when it is done;
-        # `restarts_wal` then stays set until a write that began after the checkpoint ended. While it
-        # is set, the actor makes its commits in a worker thread.
-        self.checkpointing = False
+        # The write after a complete `checkpoint` starts the WAL over and syncs its new header: from
+        # the start of a checkpoint (`checkpointed_elsewhere`) until a write that began after it ended,
+        # `restarts_wal` is set, and the actor makes its commits in a worker thread.
+        self._checkpointing = False
         self.restarts_wal = False
 
     # -- opening and creating ---------------------------------------------------------------
@@ -442,8 +441,17 @@ class MatchStore:
         finally:
             self._restore_synchronous()
 
+    @contextmanager
+    def checkpointed_elsewhere(self) -> Iterator[None]:
+        """Around a `checkpoint` of this file from another connection (see `restarts_wal`)."""
+        self.restarts_wal = self._checkpointing = True
+        try:
+            yield
+        finally:
+            self._checkpointing = False
+
     def _wrote(self) -> None:
-        if not self.checkpointing:
+        if not self._checkpointing:
             self.restarts_wal = False
 
     def _restore_synchronous(self) -> None:

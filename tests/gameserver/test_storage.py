@@ -298,14 +298,14 @@ def test_restarts_wal_stays_set_until_a_write_made_after_the_checkpoint_ended(tm
 
         commit([Command(JOIN, "a")])  # a transaction
         assert not store.restarts_wal
-        store.restarts_wal = store.checkpointing = True  # as the node does while it checkpoints
-        commit([Command(INPUT, "a", 1, {"dx": 1, "dy": 0})])  # one INSERT: may precede the checkpoint's end
-        store.write_alarms([], None)
-        assert store.restarts_wal
-        store.checkpointing = False
+        with store.checkpointed_elsewhere():  # as the node does around its checkpoint
+            commit([Command(INPUT, "a", 1, {"dx": 1, "dy": 0})])  # one INSERT: may precede the checkpoint's end
+            store.write_alarms([], None)
+            assert store.restarts_wal
         commit([Command(INPUT, "a", 2, {"dx": 0, "dy": 1})])
         assert not store.restarts_wal
-        store.restarts_wal = True
+        with store.checkpointed_elsewhere():
+            pass
         store.write_alarms([], None)  # any write restarts the WAL
         assert not store.restarts_wal
     finally:
