@@ -152,7 +152,7 @@ async def test_a_game_crash_ends_only_that_match(node, autojump_clock):
 async def test_reactivation_after_an_abandoned_actor_rebuilds_the_state(tmp_path, autojump_clock):
     config = NodeConfig(data_dir=tmp_path, snapshot_every=7)
     async with trio.open_nursery() as nursery:
-        first = Node(config, {"arena": Arena})
+        first = Node(config, {"arena": Arena}, offload=False)  # (a real thread would let the mock clock run ahead)
         await nursery.start(first.run)
         meta = await first.create_match("arena")
         actor = await first.actor(meta.match_id)
@@ -164,7 +164,7 @@ async def test_reactivation_after_an_abandoned_actor_rebuilds_the_state(tmp_path
         state_before, tick_before = actor.sim.canonical(), actor.sim.tick
         nursery.cancel_scope.cancel()  # a crash: no shutdown, nothing more written
     async with trio.open_nursery() as nursery:
-        second = Node(config, {"arena": Arena})
+        second = Node(config, {"arena": Arena}, offload=False)
         await nursery.start(second.run)
         assert meta.match_id in second.unfinished
         revived = await second.actor(meta.match_id)
