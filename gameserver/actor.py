@@ -32,7 +32,7 @@ import logging
 import math
 import random
 import sqlite3
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -47,7 +47,8 @@ from .connection import Connection
 from .game import EMPTY_PAUSE, Game
 from .metrics import Metrics
 from .records import StepRecord, snapshot_of, step_record
-from .simulation import INPUT, JOIN, LEAVE, RELEASE, RESERVE, TIMER, Command, GameCrashed, Simulation, Step
+from .simulation import (INPUT, JOIN, LEAVE, RELEASE, RESERVE, TIMER, Command, GameCrashed, Simulation, Step,
+                         checked_seconds)
 from .storage import (CRASHED, CREATED, FAILED, FINISHED, LOBBY as LOBBY_STATUS, RUNNING, MatchMeta, MatchStore,
                       is_storage_error)
 from .metronome import SLOT_S, Metronome
@@ -443,8 +444,15 @@ class Actor:
             if record.events or record.kv_writes:
                 canonical.encode([record.events, record.kv_writes])  # game data must be JSON: caught before commit
         except (TypeError, ValueError) as error:
-            await self._crashed(GameCrashed(step.tick, step.applied, error))
+            await self._crashed(GameCrashed(step.tick, step.applied, error), arriving)
             return
+        duration = None
+        if step.started:
+            try:
+                duration = checked_seconds(self.game.duration(sim.params), "duration")
+            except Exception as error:
+                await self._crashed(GameCrashed(step.tick, step.applied, error), arriving)
+                return
         now = step.at
         for name, alarm in record.alarm_writes:  # the game's own alarm and timers
             self._set_alarm(name, alarm)
@@ -452,7 +460,6 @@ class Actor:
             self._set_alarm(LOBBY, None)
             self.status = RUNNING
             self.meta = attrs.evolve(self.meta, status=RUNNING, started_at=now)
-            duration = self.game.duration(sim.params)
             if duration is not None:
                 self._set_alarm(END, now + duration)
         if record.status is not None:
@@ -468,7 +475,11 @@ class Actor:
             self._snapshot_tick = record.tick
         self.metrics.inputs.inc(sum(1 for c in step.applied if c.kind == INPUT))
         # Output gate: everything below reflects committed writes only.
-        self._send_step(step, record.events, arriving)
+        try:
+            self._send_step(step, record.events, arriving)
+        except GameCrashed as crash:  # `view` or `audience` raised: the step is committed, the crash is the next
+            await self._crashed(crash, arriving)
+            return
         if record.status is not None:
             self.status, self.status_reason = record.status, record.status_reason
             self.meta = attrs.evolve(self.meta, status=record.status, ended_at=now, result=record.result)
@@ -658,7 +669,7 @@ class Actor:
                 conn.refuse(protocol.CLOSE_TRY_AGAIN, refusal)
                 continue
             self._attach(conn)
-            conn.send(protocol.encode_server(self._welcome(conn), conn.fmt))
+            conn.send(self._welcome(conn))
             if conn.resume_tick is not None:
                 for tick, kind, data in self.store.latest_events_after(conn.resume_tick, self.config.events_on_resume):
                     conn.send(protocol.encode_server({"t": "event", "tick": tick, "kind": kind, "data": data},
@@ -676,26 +687,38 @@ class Actor:
             return None
         return self.game.audience(self.sim.state, conn.player if conn.role == PLAYER else None)
 
+    def _output_crashed(self, error: Exception) -> GameCrashed:
+        """`view` or `audience` raised, or gave what cannot be sent, after the step was committed:
+        the crash is recorded as the next step's, with no commands."""
+        return GameCrashed(self.sim.tick + 1, [], error)
+
     def _state_frame(self, cache: dict, conn: Connection, tick: int, acks_json: bytes) -> str | bytes:
-        audience = self._audience(conn)
-        key = (audience, conn.fmt)
-        frame = cache.get(key)
-        if frame is None:
-            if conn.fmt == protocol.JSON:
-                state_json = self.sim.canonical() if self._shared_view else canonical.encode(self._view(audience))
-                frame = protocol.state_frame_json(tick, acks_json, state_json)
-            else:
-                frame = msgpack.packb({"t": "state", "tick": tick, "acks": self.sim.last_seq,
-                                       "state": self._view(audience)}, use_bin_type=True)
-            cache[key] = frame
+        try:
+            audience = self._audience(conn)
+            key = (audience, conn.fmt)
+            frame = cache.get(key)
+            if frame is None:
+                if conn.fmt == protocol.JSON:
+                    state_json = self.sim.canonical() if self._shared_view else canonical.encode(self._view(audience))
+                    frame = protocol.state_frame_json(tick, acks_json, state_json)
+                else:
+                    frame = msgpack.packb({"t": "state", "tick": tick, "acks": self.sim.last_seq,
+                                           "state": self._view(audience)}, use_bin_type=True)
+                cache[key] = frame
+        except Exception as error:
+            raise self._output_crashed(error) from error
         return frame
 
-    def _welcome(self, conn: Connection) -> dict[str, Any]:
+    def _welcome(self, conn: Connection) -> str | bytes:
         sim = self.sim
-        return {"t": "welcome", "match": self.match_id, "player": conn.player, "role": conn.role,
-                "game": self.game.name, "tick_rate": self.game.tick_rate, "tick": sim.tick,
-                "status": self.status, "last_seq": sim.last_seq.get(conn.player, 0), "acks": dict(sim.last_seq),
-                "limits": self._limits, "state": self._view(self._audience(conn))}
+        try:
+            return protocol.encode_server({
+                "t": "welcome", "match": self.match_id, "player": conn.player, "role": conn.role,
+                "game": self.game.name, "tick_rate": self.game.tick_rate, "tick": sim.tick, "status": self.status,
+                "last_seq": sim.last_seq.get(conn.player, 0), "acks": dict(sim.last_seq), "limits": self._limits,
+                "state": self._view(self._audience(conn))}, conn.fmt)
+        except Exception as error:
+            raise self._output_crashed(error) from error
 
     # -- connections --------------------------------------------------------------------------
 
@@ -767,7 +790,10 @@ class Actor:
 
     # -- failures -----------------------------------------------------------------------------
 
-    async def _crashed(self, crash: GameCrashed) -> None:
+    async def _crashed(self, crash: GameCrashed, arriving: Iterable[Connection] = ()) -> None:
+        """Game code raised: the match ends `crashed`. `arriving`: the step's joiners, taken from the
+        inbox already; those not admitted yet are refused with the others still waiting."""
+        self._arriving = [c for c in arriving if not c.admitted.is_set()] + self._arriving
         reason = f"{type(crash.error).__name__}: {crash.error}"[:500]
         self.log.error("game code crashed at tick %d", crash.tick, exc_info=crash.error)
         now = self.wall_clock()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from . import canonical
 from .game import Game, fingerprint
-from .simulation import Simulation, Step
+from .simulation import GameCrashed, Simulation, Step, checked_seconds
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +48,21 @@ def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, see
 
     `params` is already structured. With a `roster` (the matchmaker's players) only they may join,
     and the lobby waits `lobby_s` (default: the game's lobby timeout, else 60 s) for all of them.
-    Raises `GameCrashed` if `init` raises, `MatchExists` if the file is there already.
+    Raises `GameCrashed` if `init`, `lobby_timeout` or `duration` raises (or returns what is not
+    seconds), `MatchExists` if the file is there already.
     """
     sim = Simulation.new(game, match_id=match_id, seed=seed, params=params, now=now, roster=roster)
-    lobby = lobby_s if lobby_s is not None else game.lobby_timeout(params)
+    try:
+        lobby = lobby_s if lobby_s is not None else checked_seconds(game.lobby_timeout(params), "lobby_timeout")
+        # no lobby: the match runs from now, so its length runs from now too
+        duration = checked_seconds(game.duration(params), "duration") if sim.started else None
+    except Exception as error:
+        raise GameCrashed(0, [], error) from error
     if lobby is None and roster is not None:
         lobby = DEFAULT_ROSTER_LOBBY_S
     alarms = [] if sim.started else [Alarm(LOBBY, now + max(float(lobby), 0.0))]
-    if sim.started:  # no lobby: the match runs from now, so its length runs from now too
-        duration = game.duration(params)
-        if duration is not None:
-            alarms.append(Alarm(END, now + duration))
+    if duration is not None:
+        alarms.append(Alarm(END, now + duration))
     alarms += [Alarm(name, due) for name, due in sim.timers.items()]  # set by init
     meta = MatchMeta(match_id=match_id, game=game.name, game_version=game.version,
                      params=canonical.converter.unstructure(params), seed=seed, tick_rate=game.tick_rate,

@@ -142,8 +142,11 @@ class ReplaySource:
         if self._shared_view:
             state = sim.canonical()
         else:
-            view = self.game.view(sim.state, self.game.audience(sim.state, None))
-            state = canonical.encode(canonical.converter.unstructure(view))
+            try:
+                view = self.game.view(sim.state, self.game.audience(sim.state, None))
+                state = canonical.encode(canonical.converter.unstructure(view))
+            except Exception as error:  # as in the live match, which crashed there (see Actor._output_crashed)
+                raise GameCrashed(sim.tick, [], error) from error
         return protocol.state_frame_json(sim.tick, canonical.encode(sim.last_seq), state)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 import attrs
@@ -154,7 +155,7 @@ class Simulation:
         ctx = sim._context(0, now)
         try:
             sim.state = game.init(params, ctx)
-            sim.started = game.lobby_timeout(params) is None and roster is None
+            sim.started = checked_seconds(game.lobby_timeout(params), "lobby_timeout") is None and roster is None
         except Exception as error:
             raise GameCrashed(0, [], error) from error
         return sim
@@ -391,6 +392,16 @@ _new = object.__new__
 make_command = constructor(Command)
 _make_input = constructor(PlayerInput)
 _make_step = constructor(Step)
+
+
+def checked_seconds(value: Any, hook: str) -> float | None:
+    """What a game's `lobby_timeout` or `duration` returned: None, or a finite number of seconds.
+    TypeError otherwise (NaN or a string would make an alarm that never orders or never fires)."""
+    if value is None:
+        return None
+    if type(value) is bool or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{hook} must return a finite number of seconds or None, not {value!r}"[:300])
+    return float(value)
 
 
 def _check_result(result: Any) -> Result:
