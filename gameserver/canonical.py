@@ -67,8 +67,10 @@ def _format_leaf(error: BaseException, _type: type | None) -> str:
         return "required field missing"
     if isinstance(error, cattrs.ForbiddenExtraKeysError):
         return f"unknown fields {', '.join(sorted(map(str, error.extra_fields)))}"
-    if isinstance(error, (TypeError, ValueError)) and str(error):
-        return str(error)  # our strict hooks' and attrs validators' own words
+    if isinstance(error, (TypeError, ValueError)) and error.args and isinstance(error.args[0], str) and error.args[0]:
+        # our strict hooks' and attrs validators' own words (a validator adds the attribute, its
+        # options and the value as further arguments: not for clients)
+        return error.args[0]
     return f"invalid value ({type(error).__name__})"
 
 

@@ -8,11 +8,13 @@ import attrs
 
 from .session import Limits
 
+MAX_SNAPSHOT_EVERY = 1_000_000  # ticks between snapshots, at most
+
 
 @attrs.frozen
 class NodeConfig:
     data_dir: Path = Path("data")
-    snapshot_every: int = attrs.field(default=100, validator=attrs.validators.in_(range(1, 1_000_001)))
+    snapshot_every: int = attrs.field(default=100, validator=attrs.validators.in_(range(1, MAX_SNAPSHOT_EVERY + 1)))
     synchronous: str = attrs.field(default="NORMAL", validator=attrs.validators.in_(("NORMAL", "FULL")))
     inbox_size: int = 1024  # messages waiting for the actor; past it, senders wait (see docs)
     inbox_wait_s: float = 1.0  # how long a sender waits for room before its connection is closed (1013)

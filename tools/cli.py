@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from gameserver.config import NodeConfig
+from gameserver.config import MAX_SNAPSHOT_EVERY, NodeConfig
 from gameserver.games import builtin_games, load_game
 
 
@@ -23,6 +23,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _snapshot_every(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_SNAPSHOT_EVERY:
+        raise argparse.ArgumentTypeError(f"1 to {MAX_SNAPSHOT_EVERY:,} ticks")
     return value
 
 
@@ -87,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: $ARBITER_ADMIN_TOKEN; prefer the variable, arguments show in ps)")
     up.add_argument("--game", action="append", default=[], metavar="MODULE:CLASS",
                     help="add a game class (repeatable)")
-    up.add_argument("--snapshot-every", type=_positive_int, default=100, help="ticks between snapshots (default 100)")
+    up.add_argument("--snapshot-every", type=_snapshot_every, default=100,
+                    help="ticks between snapshots, 1 to 1,000,000 (default 100)")
     up.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL",
                     help="SQLite synchronous level: NORMAL survives kill -9, FULL also power loss (default NORMAL)")
     up.add_argument("--token-ttl", type=_positive_float, default=3600.0, help="join token lifetime in seconds")
@@ -151,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     hibernation.add_argument("--json", action="store_true", help="print only the JSON object")
     recovery = workloads.add_parser("recovery", help="re-activation time of a long arena match")
     recovery.add_argument("--ticks", type=_positive_int, default=12_000, help="logged ticks (default 12000: 10 min)")
-    recovery.add_argument("--snapshot-every", type=_positive_int, default=100, help="ticks between snapshots")
+    recovery.add_argument("--snapshot-every", type=_snapshot_every, default=100, help="ticks between snapshots")
     recovery.add_argument("--repeat", type=_positive_int, default=5, help="activations to time (default 5)")
     recovery.add_argument("--seed", type=int, default=1)
     recovery.add_argument("--json", action="store_true", help="print only the JSON object")
@@ -268,11 +276,16 @@ def _up(args: argparse.Namespace) -> int:
             print(f"arbiter up: --game {spec}: {error}", file=sys.stderr)
             return 2
         games[cls.name] = cls
-    node = NodeConfig(data_dir=args.data_dir, snapshot_every=args.snapshot_every, synchronous=args.synchronous,
-                      token_ttl_s=args.token_ttl, hibernate_after_s=args.hibernate_after,
-                      alarm_max_retries=args.alarm_retries, retention_days=args.retention_days,
-                      max_spectators=args.max_spectators, max_spectator_connections=args.max_spectator_connections,
-                      stall_log_s=args.stall_log_ms / 1000)
+    try:
+        node = NodeConfig(data_dir=args.data_dir, snapshot_every=args.snapshot_every, synchronous=args.synchronous,
+                          token_ttl_s=args.token_ttl, hibernate_after_s=args.hibernate_after,
+                          alarm_max_retries=args.alarm_retries, retention_days=args.retention_days,
+                          max_spectators=args.max_spectators,
+                          max_spectator_connections=args.max_spectator_connections,
+                          stall_log_s=args.stall_log_ms / 1000)
+    except (TypeError, ValueError) as error:  # a setting past what NodeConfig takes (the types above check most)
+        print(f"arbiter up: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
     queues = None
     if args.queues is not None:
         try:

@@ -139,6 +139,32 @@ def test_invalid_inputs_are_rejected_and_the_match_goes_on(data, code):
     assert [c.player for c in step.applied] == ["b"]
 
 
+@pytest.mark.parametrize("data, message", [
+    ({"dx": "1", "dy": 0}, "expected a number, got str @ $.dx"),
+    ({"dx": 1, "dy": 0, "dz": 0}, "unknown fields dz @ $"),
+    ({"dx": 1}, "required field missing @ $.dy"),
+])
+def test_invalid_inputs_are_told_what_is_wrong(data, message):
+    step = arena().step([Command(INPUT, "a", 1, data)])
+    assert [(r.code, r.message) for r in step.rejected] == [("invalid_input", message)]
+
+
+def test_an_attrs_validator_refusal_is_told_in_its_own_words_only():
+    @attrs.frozen
+    class Step:
+        dx: int = attrs.field(validator=attrs.validators.in_((-1, 0, 1)))
+
+    class Stepper(Recorder):
+        input_type = Step
+
+    sim = Simulation.new(Stepper(), match_id="0" * 26, seed=1, params=None)
+    sim.step([Command(JOIN, "a")])
+    step = sim.step([Command(INPUT, "a", 1, {"dx": 5})])
+    [(code, message)] = [(r.code, r.message) for r in step.rejected]
+    assert code == "invalid_input" and message.startswith("'dx' must be in (-1, 0, 1) (got 5)")
+    assert "Attribute(" not in message  # not the validator's other arguments
+
+
 def test_unseated_players_cannot_send_inputs():
     sim = arena(("a",))
     step = sim.step([Command(INPUT, "z", 1, {"dx": 1, "dy": 1})])

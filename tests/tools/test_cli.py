@@ -16,7 +16,8 @@ def test_docs_openapi_is_the_served_document():
 
 
 @pytest.mark.parametrize("argv", [
-    ["up", "--port", "70000"], ["up", "--snapshot-every", "0"], ["up", "--synchronous", "OFF"],
+    ["up", "--port", "70000"], ["up", "--snapshot-every", "0"], ["up", "--snapshot-every", "1000001"],
+    ["up", "--synchronous", "OFF"],
     ["up", "--token-ttl", "-1"], ["bench", "arena", "--matches", "0"], ["nope"], [],
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, capsys):
