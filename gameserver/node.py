@@ -479,7 +479,7 @@ class Node:
         list of unfinished matches; one the storage refused (full, read-only) stays, and the match is
         tried again in STORAGE_RETRY_S (or at the next connection) so that its alarms still fire."""
         self._report_broken(path, str(error))
-        why = str(error).removeprefix(f"{path}: ")  # clients are told why, not where: the path stays in the report
+        why = _why(path, error)
         if isinstance(error, storage.StorageUnavailable):
             self.scheduler.set(match_id, self.wall_clock() + STORAGE_RETRY_S, exact=True)
             raise MatchStorageUnavailable(f"try again later: match {match_id} cannot be loaded now: {why}") from None
@@ -644,7 +644,11 @@ class Node:
         try:
             return await self._offload(read)
         except MatchFileError as error:
-            raise MatchUnavailable(str(error)) from None
+            raise self._unreadable(path, error) from None
+
+    def _unreadable(self, path: Path, error: MatchFileError) -> MatchUnavailable:
+        log.warning("cannot read %s", error)
+        return MatchUnavailable(f"match {path.name.removesuffix(storage.SUFFIX)} cannot be read: {_why(path, error)}")
 
     async def _read_file(self, path: Path, with_alarms: bool = False) -> Any:
         def read() -> Any:
@@ -661,7 +665,12 @@ class Node:
         try:
             return await self._offload(read)
         except MatchFileError as error:
-            raise MatchUnavailable(str(error)) from None
+            raise self._unreadable(path, error) from None
+
+
+def _why(path: Path, error: Exception) -> str:
+    """What went wrong with a match file, for clients: why, not where (the path stays in the log)."""
+    return str(error).replace(f"{path}: ", "").replace(str(path), "its file")
 
 
 async def _run_inline(function: Callable[..., Any], *args: Any) -> Any:

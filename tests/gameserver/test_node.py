@@ -193,10 +193,15 @@ async def test_unknown_and_broken_matches(node, autojump_clock, tmp_path):
         await node.actor("../../etc/passwd")
     bad = storage.match_path(node.data_dir, "2" * 26)
     bad.write_bytes(b"x" * 4096)
-    with pytest.raises(MatchUnavailable):
+    with pytest.raises(MatchUnavailable) as refused:
         await node.actor("2" * 26)
     assert str(bad) in node.broken
     assert bad.read_bytes() == b"x" * 4096
+    # clients (GET /v1/matches/{id}, close reasons) are told why, never where the data lives
+    with pytest.raises(MatchUnavailable) as described:
+        await node.describe("2" * 26)
+    for error in (refused.value, described.value):
+        assert "2" * 26 in str(error) and str(node.data_dir) not in str(error)
 
 
 async def test_spectators_watch_but_do_not_join(node, autojump_clock):
