@@ -41,7 +41,7 @@ from clients.pacing import InputPacer
 JSON_SUBPROTOCOL = "arbiter.json.v1"
 MSGPACK_SUBPROTOCOL = "arbiter.msgpack.v1"
 # Close codes after which reconnecting cannot help (see docs/protocol.md).
-FINAL_CLOSE_CODES = {1000, 1002, 1007, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012}
+FINAL_CLOSE_CODES = {1000, 1002, 1007, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012, 4013}
 # Error codes that refuse an input for good. Inputs refused with another code stay kept until an
 # acknowledgement passes them (a resend after a reconnect that comes first may still count):
 # not_ready, not_started, and rate_limited (also listed in `MatchClient.rate_limited`).

@@ -36,7 +36,6 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import msgpack
 import trio
 
 from . import alarms as alarm_math
@@ -48,7 +47,7 @@ from .game import EMPTY_PAUSE, Game
 from .metrics import Metrics
 from .records import StepRecord, snapshot_of, step_record
 from .simulation import (INPUT, JOIN, LEAVE, RELEASE, RESERVE, TIMER, Command, GameCrashed, Simulation, Step,
-                         checked_seconds)
+                         checked_seconds, exception_text)
 from .storage import (CRASHED, CREATED, FAILED, FINISHED, LOBBY as LOBBY_STATUS, RUNNING, MatchMeta, MatchStore,
                       is_storage_error)
 from .metronome import SLOT_S, Metronome
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("arbiter.match")
 
 _BASE_VIEW = Game.view
+_UNMADE = object()  # (not in a cache)
 _BASE_AUDIENCE = Game.audience
 
 
@@ -272,6 +272,12 @@ class Actor:
             await self._loop()
         except (sqlite3.Error, OSError) as error:
             self._fail(error)
+        except Exception as error:  # a bug, ours or a game's where nothing expects it: this match only
+            self.log.exception("match stopped by an unexpected error at tick %d", self.sim.tick)
+            self.status, self.status_reason = FAILED, f"internal error: {exception_text(error)}"
+            self.metrics.matches_finished.labels(FAILED).inc()
+            self._stop_code, self._stop_reason = protocol.CLOSE_INTERNAL, "match failed: internal error"
+            self._tell("finished")
         finally:
             if not self.hibernated:
                 self._close_all(self._stop_code, self._stop_reason)
@@ -339,7 +345,11 @@ class Actor:
                 self._last_activity = trio.current_time()
             elif now >= self._last_activity + self.config.hibernate_after_s:
                 if self._can_hibernate():
-                    self._hibernate()
+                    try:
+                        self._hibernate()
+                    except GameCrashed as crash:  # the state does not survive its snapshot
+                        await self._crashed(crash)
+                        continue
                     return
                 self._last_activity = now  # not now (a message is on its way): look again later
 
@@ -403,13 +413,17 @@ class Actor:
 
     async def _fire_game_alarm(self, alarm: Alarm, now: float) -> None:
         """Run one game alarm in a step of its own, rolled back and rescheduled if its handler raises."""
-        checkpoint = self.sim.checkpoint()
+        try:
+            checkpoint = self.sim.checkpoint()
+        except Exception as error:  # a state deepcopy cannot copy (too deep, or refusing to be copied)
+            await self._crashed(GameCrashed(self.sim.tick + 1, [], error))
+            return
         command = Command(TIMER, "", 0, {"name": alarm.name, "retry": alarm.retries})
         try:
             step = self.sim.step([command], now=now, ticked=False)
         except GameCrashed as crash:
             self.sim.rollback(checkpoint)
-            error = f"{type(crash.error).__name__}: {crash.error}"
+            error = exception_text(crash.error, 300)
             updated = alarm_math.failed_attempt(alarm, now, error, self.config.alarm_max_retries, self._rng.random())
             self.log.warning("alarm %r raised (attempt %d): %s", alarm.name, updated.retries, error)
             if updated.failed:
@@ -443,7 +457,7 @@ class Actor:
             record = step_record(sim, step, self.meta.snapshot_every)
             if record.events or record.kv_writes:
                 canonical.encode([record.events, record.kv_writes])  # game data must be JSON: caught before commit
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, RecursionError) as error:
             await self._crashed(GameCrashed(step.tick, step.applied, error), arriving)
             return
         duration = None
@@ -469,7 +483,11 @@ class Actor:
                 self._set_alarm(RETENTION, now + self.config.retention_days * 86400.0)
         record.alarm_writes, self._alarm_writes = self._alarm_writes, []
         record.next_alarm_at = alarm_math.earliest(self.alarms.values())
-        await self._commit(record)
+        try:
+            await self._commit(record)
+        except BaseException:  # the storage failed (or the actor is cancelled): the joiners are refused
+            self._arriving = arriving + self._arriving
+            raise
         self._schedule_alarm(self.match_id, record.next_alarm_at)  # (`_report_alarm`, computed above)
         if record.snapshot is not None:
             self._snapshot_tick = record.tick
@@ -622,7 +640,11 @@ class Actor:
     def _hibernate(self) -> None:
         """Leave memory: snapshot (so waking needs no re-simulation), hand connections to the node."""
         if self._snapshot_tick != self.sim.tick:
-            self.store.write_snapshot(snapshot_of(self.sim))
+            try:
+                snapshot = snapshot_of(self.sim)
+            except (TypeError, ValueError, RecursionError) as error:
+                raise GameCrashed(self.sim.tick + 1, [], error) from error
+            self.store.write_snapshot(snapshot)
         self.hibernated = True
         self.metrics.hibernations.inc()
         # Handed over now, synchronously: a message arriving from here on wakes a new actor, which
@@ -638,16 +660,22 @@ class Actor:
         acks_json = canonical.encode(sim.last_seq)
         encoded: dict[str, list[str | bytes]] = {}
 
-        def event_frames(fmt: str) -> list[str | bytes]:  # encoded once per format, only if someone needs it
+        def event_frames(fmt: str) -> list[str | bytes] | None:  # encoded once per format, only if someone needs it
             if fmt not in encoded:
-                encoded[fmt] = [protocol.encode_server({"t": "event", "tick": step.tick, "kind": k, "data": d}, fmt)
-                                for k, d in events]
+                texts = [protocol.encode_game_data({"t": "event", "tick": step.tick, "kind": k, "data": d}, fmt)
+                         for k, d in events]
+                encoded[fmt] = None if None in texts else texts  # type: ignore[assignment]
             return encoded[fmt]
 
         for conn in list(self.connections.values()):
-            for frame in event_frames(conn.fmt) if events else ():
+            event_texts = event_frames(conn.fmt) if events else ()
+            state = self._state_frame(frames, conn, step.tick, acks_json)
+            if event_texts is None or state is None:
+                conn.close(protocol.CLOSE_UNSENDABLE, protocol.UNSENDABLE_REASON)
+                continue
+            for frame in event_texts:
                 conn.send(frame)
-            conn.offer_state(self._state_frame(frames, conn, step.tick, acks_json))
+            conn.offer_state(state)
         for rejection in step.rejected:
             command = rejection.command
             if rejection.code == "duplicate" or command.kind != INPUT:
@@ -668,15 +696,21 @@ class Actor:
             if refusal is not None:
                 conn.refuse(protocol.CLOSE_TRY_AGAIN, refusal)
                 continue
-            self._attach(conn)
-            conn.send(self._welcome(conn))
+            welcome = self._welcome(conn)
             if conn.resume_tick is not None:
-                for tick, kind, data in self.store.latest_events_after(conn.resume_tick, self.config.events_on_resume):
-                    conn.send(protocol.encode_server({"t": "event", "tick": tick, "kind": kind, "data": data},
-                                                     conn.fmt))
-            elif events:
-                for frame in event_frames(conn.fmt):
-                    conn.send(frame)
+                resumed = [protocol.encode_game_data({"t": "event", "tick": tick, "kind": kind, "data": data}, conn.fmt)
+                           for tick, kind, data in self.store.latest_events_after(conn.resume_tick,
+                                                                                   self.config.events_on_resume)]
+                event_texts = None if None in resumed else resumed
+            else:
+                event_texts = event_frames(conn.fmt) if events else []
+            if welcome is None or event_texts is None:
+                conn.refuse(protocol.CLOSE_UNSENDABLE, protocol.UNSENDABLE_REASON)
+                continue
+            self._attach(conn)
+            conn.send(welcome)
+            for frame in event_texts:
+                conn.send(frame)
             conn.admit()
 
     def _view(self, audience: Hashable) -> Any:
@@ -692,33 +726,42 @@ class Actor:
         the crash is recorded as the next step's, with no commands."""
         return GameCrashed(self.sim.tick + 1, [], error)
 
-    def _state_frame(self, cache: dict, conn: Connection, tick: int, acks_json: bytes) -> str | bytes:
+    def _state_frame(self, cache: dict, conn: Connection, tick: int, acks_json: bytes) -> str | bytes | None:
+        """The state frame of `conn`'s audience in its format (made once per tick for each); None if
+        msgpack cannot carry the state (see `protocol.encode_game_data`)."""
         try:
             audience = self._audience(conn)
             key = (audience, conn.fmt)
-            frame = cache.get(key)
-            if frame is None:
-                if conn.fmt == protocol.JSON:
-                    state_json = self.sim.canonical() if self._shared_view else canonical.encode(self._view(audience))
-                    frame = protocol.state_frame_json(tick, acks_json, state_json)
-                else:
-                    frame = msgpack.packb({"t": "state", "tick": tick, "acks": self.sim.last_seq,
-                                           "state": self._view(audience)}, use_bin_type=True)
-                cache[key] = frame
+            frame = cache.get(key, _UNMADE)
+            if frame is not _UNMADE:
+                return frame
+            if conn.fmt == protocol.JSON:
+                state_json = self.sim.canonical() if self._shared_view else canonical.encode(self._view(audience))
+                frame = protocol.state_frame_json(tick, acks_json, state_json)
+            else:
+                view = self._view(audience)
+                if not self._shared_view:
+                    canonical.encode(view)  # a view is JSON data whatever the format (NaN: not sendable to all)
         except Exception as error:
             raise self._output_crashed(error) from error
+        if conn.fmt != protocol.JSON:
+            frame = protocol.encode_game_data({"t": "state", "tick": tick, "acks": self.sim.last_seq, "state": view},
+                                              conn.fmt)
+        cache[key] = frame
         return frame
 
-    def _welcome(self, conn: Connection) -> str | bytes:
+    def _welcome(self, conn: Connection) -> str | bytes | None:
         sim = self.sim
         try:
-            return protocol.encode_server({
-                "t": "welcome", "match": self.match_id, "player": conn.player, "role": conn.role,
-                "game": self.game.name, "tick_rate": self.game.tick_rate, "tick": sim.tick, "status": self.status,
-                "last_seq": sim.last_seq.get(conn.player, 0), "acks": dict(sim.last_seq), "limits": self._limits,
-                "state": self._view(self._audience(conn))}, conn.fmt)
+            view = self._view(self._audience(conn))
+            canonical.encode(view)
         except Exception as error:
             raise self._output_crashed(error) from error
+        return protocol.encode_game_data({
+            "t": "welcome", "match": self.match_id, "player": conn.player, "role": conn.role,
+            "game": self.game.name, "tick_rate": self.game.tick_rate, "tick": sim.tick, "status": self.status,
+            "last_seq": sim.last_seq.get(conn.player, 0), "acks": dict(sim.last_seq), "limits": self._limits,
+            "state": view}, conn.fmt)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -778,6 +821,7 @@ class Actor:
             if not conn.admitted.is_set():
                 conn.refuse(code, f"match is {self.status}")
         self._arriving = []
+        self._roster_committed()  # changes a failed step carried: not applied, the caller looks again
         while True:
             try:
                 item = self._receive.receive_nowait()
@@ -794,7 +838,7 @@ class Actor:
         """Game code raised: the match ends `crashed`. `arriving`: the step's joiners, taken from the
         inbox already; those not admitted yet are refused with the others still waiting."""
         self._arriving = [c for c in arriving if not c.admitted.is_set()] + self._arriving
-        reason = f"{type(crash.error).__name__}: {crash.error}"[:500]
+        reason = exception_text(crash.error)
         self.log.error("game code crashed at tick %d", crash.tick, exc_info=crash.error)
         now = self.wall_clock()
         for name in list(self.alarms):

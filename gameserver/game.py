@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import random
 import sys
 from collections.abc import Hashable, Mapping
@@ -277,17 +278,33 @@ def fingerprint(game: type[Game]) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 
 
+def _seconds(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value >= 0  # type: ignore[arg-type]
+
+
 def check_game_class(game: type[Game]) -> None:
     """Raise `TypeError` if a game class does not declare what the runtime needs."""
     for attribute in ("name", "state_type", "input_type"):
         if not hasattr(game, attribute):
             raise TypeError(f"{game.__name__} must set {attribute}")
+    for attribute in ("tick_rate", "min_players", "max_players"):
+        if type(getattr(game, attribute)) is not int:
+            raise TypeError(f"{game.__name__}.{attribute} must be an int")
     if game.tick_rate != 0 and not MIN_TICK_RATE <= game.tick_rate <= MAX_TICK_RATE:
         raise TypeError(f"{game.__name__}.tick_rate must be 0 (turn-based) or {MIN_TICK_RATE} to {MAX_TICK_RATE}")
     if game.when_empty not in (EMPTY_END, EMPTY_PAUSE):
         raise TypeError(f"{game.__name__}.when_empty must be {EMPTY_END!r} or {EMPTY_PAUSE!r}")
     if not 1 <= game.min_players <= game.max_players:
         raise TypeError(f"{game.__name__} needs 1 <= min_players <= max_players")
+    for attribute, optional in (("reconnect_grace_s", False), ("empty_timeout_s", True), ("lobby_timeout_s", True)):
+        value = getattr(game, attribute)
+        if not (optional and value is None or _seconds(value)):
+            raise TypeError(f"{game.__name__}.{attribute} must be a finite number of seconds, 0 or more"
+                            + (" (or None)" if optional else ""))
+    if not isinstance(game.name, str) or not game.name or not isinstance(game.version, str):
+        raise TypeError(f"{game.__name__}.name and .version must be strings (name not empty)")
+    if not isinstance(game.backfill, bool):
+        raise TypeError(f"{game.__name__}.backfill must be True or False")
     for cls in (game.state_type, game.input_type, game.params_type):
         if not attrs.has(cls):
             raise TypeError(f"{game.__name__}: {cls!r} must be an attrs class")

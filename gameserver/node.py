@@ -35,7 +35,7 @@ from .game import Game, check_game_class
 from .ids import InvalidId, check_match_id, match_id_from_name, new_match_id
 from .metrics import Metrics
 from .recovery import create_match_file, restore
-from .simulation import GameCrashed, Simulation
+from .simulation import GameCrashed, Simulation, exception_text
 from .storage import FINISHED, MatchFileError, MatchMeta, MatchStore
 
 log = logging.getLogger("arbiter.node")
@@ -136,8 +136,10 @@ class Node:
         whole process's collector, so only a server process (`arbiter up`) asks for it. `watch_stalls`:
         log the event loop's stalls longer than `config.stall_log_s` with what was running
         (stalls.StallWatch); a server process asks for it."""
-        for cls in games.values():
+        for name, cls in games.items():
             check_game_class(cls)
+            if name != cls.name:  # files record cls.name: a match made here must be found here again
+                raise TypeError(f"the game {cls.__name__} is named {cls.name!r}, not {name!r}")
         self.config = config
         self.games: dict[str, Game] = {name: cls() for name, cls in games.items()}
         self.metrics = metrics or Metrics()
@@ -289,9 +291,17 @@ class Node:
             await self.actor(match_id)
         except NodeError as error:
             log.info("match %s not woken: %s", match_id, error)
+        except Exception:  # a task of the node's own: whatever it was, the node goes on
+            log.exception("match %s not woken", match_id)
 
     async def _alarm_due(self, match_id: str) -> None:
         """The scheduler says an alarm of `match_id` is due."""
+        try:
+            await self._deliver_alarm(match_id)
+        except Exception:  # a task of the node's own (in the scheduler's nursery): the node goes on
+            log.exception("the alarm of match %s was not delivered", match_id)
+
+    async def _deliver_alarm(self, match_id: str) -> None:
         actor = self.actors.get(match_id)
         if actor is not None and not actor.finished.is_set():
             actor.poke()
@@ -378,7 +388,7 @@ class Node:
             meta = await self._offload(create)
             if meta.next_alarm_at is not None:
                 self.scheduler.set(match_id, meta.next_alarm_at)  # the lobby timeout
-        except (GameCrashed, TypeError, ValueError) as error:
+        except (GameCrashed, TypeError, ValueError, RecursionError) as error:
             raise InvalidParams(f"{game_name} could not start a match with these parameters: {error}") from None
         except storage.MatchExists:
             if name is None:
@@ -454,6 +464,11 @@ class Node:
             self._load_failed(match_id, path, storage.file_error(path, error))
         except (MatchFileError, GameCrashed) as error:
             self._load_failed(match_id, path, error)
+        except NodeError:
+            raise
+        except Exception as error:  # content storage did not check; the match, not the node, is refused
+            log.exception("loading match %s failed", match_id)
+            self._load_failed(match_id, path, storage.CorruptFile(f"{path}: cannot be loaded: {exception_text(error)}"))
         self.metrics.activation.observe(trio.current_time() - started)
         self.broken.pop(str(path), None)  # an earlier failure (a storage error) is over
         self.unfinished.setdefault(match_id, meta)

@@ -25,6 +25,9 @@ MAX_TOKEN_CHARS = 4096
 MAX_PING_ID_CHARS = 64
 MAX_ATTACHMENT_BYTES = 16 * 1024  # a connection's attachment, as JSON
 MAX_SEQ = 2**53 - 1  # exact in every client's numbers, JavaScript's too
+# Objects and arrays nested in one frame, the frame's own object included. Deeper data would pass
+# here and fail where the match encodes it again (Python's recursion limit), for every match.
+MAX_NESTING = 32
 
 # Close codes. 1000-1013 are RFC 6455's; 4000-4999 are Arbiter's.
 CLOSE_NORMAL = 1000  # the match ended, or the client left
@@ -41,6 +44,7 @@ CLOSE_REPLACED = 4009  # the same player connected again elsewhere
 CLOSE_SLOW_CONSUMER = 4010  # the client did not read its frames in time
 CLOSE_MATCH_CRASHED = 4011  # game code raised; the match is over with status "crashed"
 CLOSE_MATCH_OVER = 4012  # the match had already ended when the client connected
+CLOSE_UNSENDABLE = 4013  # the match's data does not fit this connection's format (msgpack: an int past 64 bits)
 
 
 class ProtocolError(Exception):
@@ -131,6 +135,21 @@ def _check_plain(value: Any) -> None:
         raise ValueError(f"{kind.__name__} is not JSON")
 
 
+def nested_deeper(value: Any, levels: int) -> bool:
+    """Whether objects and arrays nest more than `levels` deep in `value` (a scalar: 0 deep)."""
+    kind = type(value)
+    if kind is dict:
+        inside = value.values()
+    elif kind is list:
+        inside = value
+    else:
+        return False
+    return levels <= 0 or any(nested_deeper(item, levels - 1) for item in inside)
+
+
+_TOO_DEEP = ("bad_frame", f"objects and arrays nest at most {MAX_NESTING} deep in a frame")
+
+
 def decode_client(frame: str | bytes, fmt: str) -> ClientMessage:
     """Decode one client frame. Raises `ProtocolError` for anything that is not a valid message."""
     if fmt == JSON:
@@ -142,6 +161,9 @@ def decode_client(frame: str | bytes, fmt: str) -> ClientMessage:
             raise ProtocolError("bad_frame", str(error)) from None
         except (ValueError, RecursionError):
             raise ProtocolError("bad_frame", "a frame is one JSON object") from None
+        # (no frame with fewer brackets than that can nest deeper: most are not looked at again)
+        if frame.count("{") + frame.count("[") > MAX_NESTING and nested_deeper(body, MAX_NESTING):
+            raise ProtocolError(*_TOO_DEEP)
         if "\\u" in frame:  # an escape may be a lone surrogate, which no UTF-8 encoder takes
             try:
                 encode(body)
@@ -154,6 +176,8 @@ def decode_client(frame: str | bytes, fmt: str) -> ClientMessage:
             body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
         except (ValueError, TypeError, msgpack.UnpackException):
             raise ProtocolError("bad_frame", "a frame is one msgpack map") from None
+        if nested_deeper(body, MAX_NESTING):
+            raise ProtocolError(*_TOO_DEEP)
     if not isinstance(body, dict):
         raise ProtocolError("bad_frame", "a frame is an object with a type field 't'")
     kind = body.get("t")
@@ -210,6 +234,20 @@ def encode_server(message: dict[str, Any], fmt: str) -> str | bytes:
     if fmt == JSON:
         return encode(message).decode()
     return msgpack.packb(message, use_bin_type=True)
+
+
+UNSENDABLE_REASON = "the match's data does not fit msgpack (an integer past 64 bits): connect with arbiter.json.v1"
+
+
+def encode_game_data(message: dict[str, Any], fmt: str) -> str | bytes | None:
+    """Encode a server frame that carries game data (a state, an event, a welcome) already known to
+    be JSON data; None if msgpack cannot carry it (an integer past 64 bits, which JSON allows)."""
+    if fmt == JSON:
+        return encode(message).decode()
+    try:
+        return msgpack.packb(message, use_bin_type=True)
+    except (OverflowError, ValueError, TypeError):
+        return None
 
 
 def error_frame(code: str, message: str, seq: int | None = None) -> dict[str, Any]:

@@ -98,11 +98,21 @@ def constructor(cls: type) -> Any:
     return namespace["make"]
 
 
+def exception_text(error: BaseException, limit: int = 500) -> str:
+    """`Type: message` of an exception from game code, safe to log, store and send: a message that
+    cannot be read is left out, and text no UTF-8 encoder takes (a lone surrogate) is escaped."""
+    try:
+        text = f"{type(error).__name__}: {error}"
+    except Exception:
+        text = f"{type(error).__name__} (its message cannot be read)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
+
+
 class GameCrashed(Exception):
     """Game code raised. Carries the commands applied before the crash, to be logged."""
 
     def __init__(self, tick: int, applied: list[Command], error: BaseException):
-        super().__init__(f"game code raised at tick {tick}: {type(error).__name__}: {error}")
+        super().__init__(f"game code raised at tick {tick}: {exception_text(error)}")
         self.tick = tick
         self.applied = applied
         self.error = error

@@ -216,6 +216,9 @@ class Matchmaker:
                 # placement is a call to one: WorkerUnavailable (a NodeError) or WorkerError.
                 log.error("placing a %s match failed: %s", mode.queue, error)
                 return
+            except Exception:  # a bug (ours or a game's): the matchmaker, and the server, go on
+                log.exception("placing a %s match failed", mode.queue)
+                return
             now = self.clock()
             skills = [mode.config.skill.skill_of(self.book.entries[t].ticket) for t in formed.ticket_ids
                       if mode.config.skill is not None and t in self.book.entries]
@@ -295,6 +298,10 @@ class Matchmaker:
                 await self.placement.reserve(fill.match_id, list(fill.players))
             except (NodeError, WorkerError) as error:  # the tickets stay queued
                 log.info("backfill of %s not placed: %s", fill.match_id, error)
+                self._backfills.pop(fill.match_id, None)
+                return
+            except Exception:
+                log.exception("backfill of %s not placed", fill.match_id)
                 self._backfills.pop(fill.match_id, None)
                 return
             now = self.clock()

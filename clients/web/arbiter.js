@@ -20,7 +20,7 @@
 
 export const JSON_SUBPROTOCOL = "arbiter.json.v1";
 // Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
-export const FINAL_CLOSE_CODES = new Set([1000, 1002, 1007, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012]);
+export const FINAL_CLOSE_CODES = new Set([1000, 1002, 1007, 1008, 1009, 4001, 4004, 4005, 4009, 4011, 4012, 4013]);
 // Error codes that refuse an input for good. Inputs refused with another code stay kept until an
 // acknowledgement passes them: not_ready, not_started, and rate_limited (also in `rateLimited`).
 export const REFUSED_INPUT_CODES = new Set(["invalid_input", "not_seated", "forbidden"]);

@@ -215,3 +215,52 @@ def test_json_that_python_reads_but_json_is_not_is_refused(frame):
 def test_escapes_that_make_valid_text_are_kept():
     message = protocol.decode_client('{"t":"input","seq":1,"data":{"s":"\\ud83d\\ude00 caf\\u00e9"}}', protocol.JSON)
     assert message.data == {"s": "\U0001F600 caf\u00e9"}
+
+
+def nested(levels: int, leaf=1):
+    value = leaf
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("fmt", [protocol.JSON, protocol.MSGPACK])
+@pytest.mark.parametrize("where", ["input", "attachment"])
+def test_frames_nested_past_the_limit_are_refused(fmt, where):
+    """A client could send data nested ~980 deep that decodes here but fails with RecursionError
+    where the match encodes it again (the attachment in the connections table, an input in the log):
+    that took down every match of the node. Refused at the door instead."""
+    def frame(levels):  # the frame's own object is the first level
+        body = ({"t": "input", "seq": 1, "data": nested(levels - 1)} if where == "input"
+                else {"t": "auth", "token": "x", "attachment": nested(levels - 1)})
+        return json.dumps(body) if fmt == protocol.JSON else msgpack.packb(body, use_bin_type=True)
+
+    decoded = protocol.decode_client(frame(protocol.MAX_NESTING), fmt)
+    encode(decoded.data if where == "input" else decoded.attachment)
+    for levels in (protocol.MAX_NESTING + 1, 500):  # (msgpack packs at most 511 levels)
+        with pytest.raises(ProtocolError, match="nest at most"):
+            protocol.decode_client(frame(levels), fmt)
+    if fmt == protocol.JSON:  # as deep as Python's decoder reads
+        deep = "[" * 700 + "]" * 700
+        text = ('{"t":"input","seq":1,"data":%s}' if where == "input" else '{"t":"auth","token":"x","attachment":%s}')
+        with pytest.raises(ProtocolError, match="nest at most"):
+            protocol.decode_client(text % deep, fmt)
+
+
+def depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+json_values = st.recursive(st.none() | st.integers() | st.text(max_size=3),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner,
+                                                                                       max_size=3),
+                           max_leaves=40)
+
+
+@given(json_values, st.integers(0, 12))
+def test_nested_deeper_is_depth_past_the_levels(value, levels):
+    assert protocol.nested_deeper(value, levels) == (depth(value) > levels)
