@@ -150,7 +150,7 @@ class ArbiterHTTP:
         return await self._call("POST", "/v1/tickets", body, player=True)
 
     async def ticket(self, ticket_id: str, *, wait_s: float = 0.0, version: int | None = None) -> dict:
-        params: dict[str, Any] = {"wait_s": wait_s}
+        params: dict[str, Any] = {"wait_s": f"{max(wait_s, 0.0):.3f}"}  # plain decimals: str(1e-05) is refused
         if version is not None:
             params["version"] = version
         return await self._call("GET", f"/v1/tickets/{ticket_id}", player=True, params=params, timeout=wait_s + 10)

@@ -2,10 +2,14 @@
 
 PyJWT does the signing and the signature check; the expiry is checked here against the `now` the
 caller passes, so that this module never reads the clock and tests can move time freely.
+
+`exp` is a whole second: `issue` puts the first whole second after `now + ttl_s` in it and reports
+that same second, so a token is valid for at least `ttl_s` (at most 1 s more), and is valid when issued.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -36,9 +40,35 @@ class Grant:
 
 
 def sign(secret: bytes, grant: Grant, now: float) -> str:
+    """A token for `grant`; its `exp` is `grant.expires_at` rounded up (never earlier)."""
     claims = {"iss": ISSUER, "mid": grant.match_id, "sub": grant.player, "role": grant.role,
-              "iat": int(now), "exp": int(grant.expires_at)}
+              "iat": int(now), "exp": math.ceil(grant.expires_at)}
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def expiry_after(now: float, ttl_s: float) -> float:
+    """The first whole second after `now + ttl_s`: what a token issued at `now` for `ttl_s` expires at."""
+    return float(math.floor(now + ttl_s) + 1)
+
+
+def issue(secret: bytes, match_id: str, player: str, role: str, now: float, ttl_s: float) -> tuple[str, float]:
+    """A token for (match, player, role) valid from `now` for at least `ttl_s`, and when it expires
+    (exactly its `exp` claim)."""
+    grant = Grant(match_id, player, role, expiry_after(now, ttl_s))
+    return sign(secret, grant, now), grant.expires_at
+
+
+def claimed_expiry(claims: dict) -> float | None:
+    """The `exp` claim as a finite float, or None: not a number (JSON's true is not one), not finite
+    (json reads 1e400 as inf, and takes NaN), or an integer beyond a float (10**400)."""
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        return None
+    try:
+        value = float(exp)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 # Tokens that verified, by (secret, token): see token_cache.py.
@@ -67,16 +97,16 @@ def _verify_uncached(secret: bytes, token: str, now: float) -> Grant:
                                      "require": ["exp", "mid", "sub", "role", "iss"]})
     except jwt.InvalidTokenError as error:
         raise TokenError(f"invalid token: {error}") from None
-    exp = claims["exp"]
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
-        raise TokenError("invalid token: exp is not a number")
+    exp = claimed_expiry(claims)
+    if exp is None:
+        raise TokenError("invalid token: exp is not a finite number")
     if exp <= now:
         raise TokenError("token expired")
     role = claims["role"]
     if role not in ROLES:
         raise TokenError("invalid token: unknown role")
     try:
-        return Grant(check_match_id(claims["mid"]), check_player_id(claims["sub"]), role, float(exp))
+        return Grant(check_match_id(claims["mid"]), check_player_id(claims["sub"]), role, exp)
     except InvalidId as error:
         raise TokenError(f"invalid token: {error}") from None
 

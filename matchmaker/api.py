@@ -100,12 +100,10 @@ def create_app(node: Node | MatchHost, *, secret: bytes, ws_base: Callable[[], s
         if described["status"] in _OVER and body.role == "player":
             raise ApiError(409, "match_over", f"match {match_id} is {described['status']}: a spectator token "
                                               "can still watch its replay")
-        now = clock()
         ttl = body.ttl_s if body.ttl_s is not None else host.token_ttl_s
-        grant = tokens.Grant(match_id, body.player_id, body.role, now + ttl)
-        return json_response({"token": tokens.sign(secret, grant, now), "match_id": match_id,
-                              "player_id": body.player_id, "role": body.role, "expires_at": grant.expires_at,
-                              "ws_url": ws_url(match_id)}, 201)
+        token, expires_at = tokens.issue(secret, match_id, body.player_id, body.role, clock(), ttl)
+        return json_response({"token": token, "match_id": match_id, "player_id": body.player_id, "role": body.role,
+                              "expires_at": expires_at, "ws_url": ws_url(match_id)}, 201)
 
     async def logged_inputs(request: Request) -> Response:
         """The input seqs committed to the match's log, per player, as [first, last] ranges: what a

@@ -16,6 +16,7 @@ import jwt
 
 from gameserver.ids import InvalidId, check_player_id
 from gameserver.token_cache import VerifiedTokens
+from gameserver.tokens import claimed_expiry, expiry_after
 
 AUDIENCE = "arbiter:player"
 ISSUER = "arbiter"
@@ -37,9 +38,11 @@ class PlayerAuth:
         default=attrs.Factory(lambda self: VerifiedTokens(self.cache_size), takes_self=True), eq=False, repr=False)
 
     def sign(self, player: str, now: float, ttl_s: float | None = None) -> tuple[str, float]:
-        expires_at = now + (ttl_s if ttl_s is not None else self.guest_ttl_s)
+        """A token for `player` valid from `now` for at least `ttl_s`, and when it expires (its `exp`,
+        a whole second: see gameserver/tokens.py)."""
+        expires_at = expiry_after(now, ttl_s if ttl_s is not None else self.guest_ttl_s)
         claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": player, "iat": int(now), "exp": int(expires_at)}
-        return jwt.encode(claims, self.secret, algorithm="HS256"), float(int(expires_at))
+        return jwt.encode(claims, self.secret, algorithm="HS256"), expires_at
 
     def guest(self, now: float) -> tuple[str, str, float]:
         """A new guest player id, its token and when that expires."""
@@ -65,14 +68,14 @@ class PlayerAuth:
                                 options={"verify_exp": False, "verify_iat": False, "require": ["exp", "sub", "aud"]})
         except jwt.InvalidTokenError as error:
             raise AuthError(f"invalid player token: {error}") from None
-        exp = claims["exp"]
-        if isinstance(exp, bool) or not isinstance(exp, (int, float)):
-            raise AuthError("invalid player token: exp is not a number")
+        exp = claimed_expiry(claims)
+        if exp is None:
+            raise AuthError("invalid player token: exp is not a finite number")
         if exp <= now:
             raise AuthError("player token expired")
         try:
             player = check_player_id(claims["sub"])
         except (InvalidId, TypeError) as error:
             raise AuthError(f"invalid player token: {error}") from None
-        self._verified.add(token, player, float(exp))
+        self._verified.add(token, player, exp)
         return player

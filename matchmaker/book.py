@@ -66,6 +66,12 @@ class Entry:
     def finished(self) -> bool:
         return self.status in (CANCELLED, EXPIRED)
 
+    def wait_s(self, now: float) -> float:
+        """How long the ticket has waited in its queue: until `now` while it is queued, else until it left
+        the queue (`updated_at`: matched, cancelled or expired). A ticket back in the queue counts from its
+        `created_at` again, its matched time included, as forming does."""
+        return self.ticket.wait_s(now if self.status == QUEUED else self.updated_at)
+
 
 class TicketBook:
     def __init__(self, queues: Iterable[str], *, max_per_player: int = 3, keep_finished_s: float = 600.0):
@@ -106,9 +112,9 @@ class TicketBook:
             if ticket.queue in held:
                 raise BookError("already_queued", 409, f"{player} is already queued in {ticket.queue} "
                                 f"(ticket {held[ticket.queue]})")
-            if len(held) >= self.max_per_player:
+            if len(held) >= self.max_per_player:  # the ids: any player of a ticket can cancel it
                 raise BookError("too_many_tickets", 429, f"{player} is already in {len(held)} queued tickets "
-                                f"(at most {self.max_per_player})")
+                                f"(at most {self.max_per_player}): {', '.join(held.values())}")
         entry = Entry(ticket, owner, QUEUED, now)
         self.entries[ticket.ticket_id] = entry
         self._enqueue(ticket)

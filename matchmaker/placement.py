@@ -36,7 +36,8 @@ class Placement(Protocol):
         """Who holds a seat in the match now."""
 
     def token(self, match_id: str, player: str, role: str = tokens.PLAYER, ttl_s: float | None = None) -> tuple[str, float]:
-        """A signed join token for (match, player, role), and when it expires."""
+        """A signed join token for (match, player, role), and when it expires (its `exp` claim, at least
+        `ttl_s` from now: gameserver.tokens.issue)."""
 
     def ws_url(self, match_id: str) -> str:
         """Where a client connects for this match."""
@@ -63,9 +64,8 @@ class NodePlacement:
         return [p["player_id"] for p in described["players"]]
 
     def token(self, match_id: str, player: str, role: str = tokens.PLAYER, ttl_s: float | None = None) -> tuple[str, float]:
-        now = self.node.wall_clock()
-        expires_at = now + (ttl_s if ttl_s is not None else self.node.config.token_ttl_s)
-        return tokens.sign(self.secret, tokens.Grant(match_id, player, role, expires_at), now), expires_at
+        ttl = ttl_s if ttl_s is not None else self.node.config.token_ttl_s
+        return tokens.issue(self.secret, match_id, player, role, self.node.wall_clock(), ttl)
 
     def ws_url(self, match_id: str) -> str:
         return f"{self._ws_base()}/v1/matches/{match_id}"
@@ -92,9 +92,8 @@ class HostPlacement:
         return [p["player_id"] for p in described["players"]]
 
     def token(self, match_id: str, player: str, role: str = tokens.PLAYER, ttl_s: float | None = None) -> tuple[str, float]:
-        now = self.host.wall_clock()
-        expires_at = now + (ttl_s if ttl_s is not None else self.host.token_ttl_s)
-        return tokens.sign(self.secret, tokens.Grant(match_id, player, role, expires_at), now), expires_at
+        ttl = ttl_s if ttl_s is not None else self.host.token_ttl_s
+        return tokens.issue(self.secret, match_id, player, role, self.host.wall_clock(), ttl)
 
     def ws_url(self, match_id: str) -> str:
         return self.host.ws_url(match_id)

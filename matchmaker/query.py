@@ -1,17 +1,20 @@
 """Query parameters: each read from `Request.query()` (name -> values), checked, or ApiError 422
 `invalid_request` naming the parameter. A parameter given more than once counts by its last value,
-except for lists; names no route reads are ignored."""
+except for lists; names no route reads are ignored.
+
+Values are written one way only: numbers in plain decimal digits (`2`, `2.5`: no sign, spaces,
+exponent or `_`, which Python's float() and int() would take), booleans `true` or `false`.
+"""
 
 from __future__ import annotations
 
-import math
 import re
 
 from matchmaker.http_app import ApiError
 
-_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
-_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
-_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # [0-9], not \d: \d takes the digits of every script
+_INTEGER = re.compile(r"[0-9]{1,18}")
+_BOOLEANS = {"true": True, "false": False}
 
 Query = dict[str, list[str]]
 
@@ -24,11 +27,10 @@ def number(query: Query, name: str, default: float, *, low: float, high: float) 
     if name not in query:
         return default
     text = query[name][-1]
-    try:
-        value = float(text)
-    except ValueError:
-        raise _invalid(name, f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or not low <= value <= high:
+    if not _DECIMAL.fullmatch(text):
+        raise _invalid(name, f"expected decimal digits with an optional fraction (2.5), got {text!r}")
+    value = float(text)
+    if not low <= value <= high:
         raise _invalid(name, f"must be from {low:g} to {high:g}")
     return value
 
@@ -36,9 +38,9 @@ def number(query: Query, name: str, default: float, *, low: float, high: float) 
 def integer(query: Query, name: str, default: int | None, *, low: int, high: int | None = None) -> int | None:
     if name not in query:
         return default
-    text = query[name][-1].strip()
+    text = query[name][-1]
     if not _INTEGER.fullmatch(text):
-        raise _invalid(name, f"expected an integer, got {text!r}")
+        raise _invalid(name, f"expected decimal digits (at most 18), got {text!r}")
     value = int(text)
     if value < low or (high is not None and value > high):
         raise _invalid(name, f"must be at least {low}" if high is None else f"must be from {low} to {high}")
@@ -48,12 +50,10 @@ def integer(query: Query, name: str, default: int | None, *, low: int, high: int
 def boolean(query: Query, name: str) -> bool | None:
     if name not in query:
         return None
-    text = query[name][-1].lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise _invalid(name, f"expected true or false, got {text!r}")
+    text = query[name][-1]
+    if text not in _BOOLEANS:
+        raise _invalid(name, f"expected true or false, got {text!r}")
+    return _BOOLEANS[text]
 
 
 def text(query: Query, name: str, *, max_length: int) -> str | None:

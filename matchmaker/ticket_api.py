@@ -11,16 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 from gameserver.ids import match_id_from_name
-from gameserver.node import NodeError
+from gameserver.node import MatchNotFound
 from matchmaker import query
 from matchmaker.auth import AuthError, PlayerAuth
 from matchmaker.bodies import (CODE_ALPHABET, CODE_LENGTH, TICKET_ID, JoinByCode, NewCustomMatch, NewTicket,
                                parse)
 from matchmaker.book import BookError, Entry
-from matchmaker.hosts import MatchHost, WorkerUnavailable
+from matchmaker.hosts import MatchHost
 from matchmaker.http_app import ApiError, Request, Response, Route, json_response
 from matchmaker.placement import Placement
 from matchmaker.service import QUEUE_LABEL, Matchmaker
+from matchmaker.tickets import MAX_PROPERTIES
 
 MAX_WAIT_S = 60.0
 CUSTOM_LABEL = "custom"
@@ -103,9 +104,7 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
         match_id = match_id_from_name(_code_name(body.code))
         try:
             described = await host.describe(match_id)
-        except WorkerUnavailable:
-            raise  # 503: the code may well be right
-        except NodeError:
+        except MatchNotFound:  # any other NodeError is an answer of its own (503 node_closing, 409 ...)
             raise ApiError(404, "unknown_code", "no match has this code") from None
         if described["status"] not in ("lobby", "running"):
             raise ApiError(409, "match_over", f"the match is {described['status']}")
@@ -163,7 +162,7 @@ def ticket_view(entry: Entry, caller: str, now: float) -> dict[str, Any]:
         "teams": [list(team) for team in a.teams], "backfill": a.backfill}
     return {"ticket_id": ticket.ticket_id, "queue": ticket.queue, "players": list(ticket.players),
             "status": entry.status, "reason": entry.reason, "created_at": ticket.created_at,
-            "wait_s": ticket.wait_s(now), "version": entry.version, "requeued": entry.requeued,
+            "wait_s": entry.wait_s(now), "version": entry.version, "requeued": entry.requeued,
             "assignment": assignment}
 
 
@@ -171,6 +170,9 @@ def create_ticket_for(matchmaker: Matchmaker, caller: str, queue: str, party: li
                       numbers: dict[str, float], strings: dict[str, str], string_sets: dict[str, list[str]],
                       latencies: dict[str, float]) -> Entry:
     """Queue a validated new ticket; ApiError if the book or the ticket's rules refuse it."""
+    for name, members in string_sets.items():  # as sent: the ticket counts them once duplicates are gone
+        if len(members) > MAX_PROPERTIES:
+            raise ApiError(422, "invalid_ticket", f"string set {name!r} has at most {MAX_PROPERTIES} members")
     try:
         return matchmaker.create_ticket(caller, queue, party, numbers=numbers, strings=strings,
                                         string_sets=string_sets, latencies=latencies)

@@ -179,7 +179,8 @@ class Ticket:
         return len(self.players)
 
     def wait_s(self, now: float) -> float:
-        """How long the ticket has waited at `now` (never negative)."""
+        """How long the ticket has waited at `now` (never negative). The rules' clock: it knows nothing
+        of the ticket's status (matchmaker/book.py `Entry.wait_s` stops when the ticket leaves the queue)."""
         return max(0.0, now - self.created_at)
 
 

@@ -152,7 +152,8 @@ export class ArbiterHTTP {
   /** The ticket; with `waitS`, a long-poll that answers when its version differs from `version`. */
   ticket(ticketId, { waitS = 0, version, signal } = {}) {
     return this.call("GET", `/v1/tickets/${encodeURIComponent(ticketId)}`,
-      { params: { wait_s: waitS, version }, player: true, signal });
+      // plain decimals: the server takes no exponent (String(5e-7) is "5e-7")
+      { params: { wait_s: Math.max(waitS, 0).toFixed(3), version }, player: true, signal });
   }
 
   cancelTicket(ticketId) {

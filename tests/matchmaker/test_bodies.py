@@ -2,7 +2,10 @@
 
 For every body class, hypothesis draws objects near the document's schema (its fields and some other
 names; values of every JSON type, strings that match the patterns and strings that do not, numbers at
-and around the limits), and `parse` must accept one exactly when the document's JSON Schema does.
+and around the limits), and the server must accept one exactly when the document's JSON Schema does:
+`parse`, and for a new ticket also the ticket's own rules (matchmaker/tickets.py) as POST /v1/tickets
+applies them. The one limit a JSON Schema cannot state (a ticket's numbers, strings and string sets
+together) is in NewTicket's description.
 """
 
 import json
@@ -17,6 +20,10 @@ from hypothesis import strategies as st
 from matchmaker.bodies import CreateMatch, JoinByCode, NewCustomMatch, NewTicket, TokenRequest, parse
 from matchmaker.http_app import ApiError, Request
 from matchmaker.pages import openapi_text
+from matchmaker.queues import Mode
+from matchmaker.service import Matchmaker
+from matchmaker.ticket_api import create_ticket_for
+from matchmaker.tickets import MAX_PROPERTIES, PlayerCount, QueueConfig
 
 DOCUMENT = json.loads(openapi_text())
 CLASSES = [CreateMatch, JoinByCode, NewCustomMatch, NewTicket, TokenRequest]
@@ -42,6 +49,32 @@ def refusal(body, cls, content_type=b"application/json") -> str | None:
     return None
 
 
+def server_refusal(body, cls) -> str | None:
+    """`refusal`, and for a ticket that parses, what POST /v1/tickets then refuses with 422 (the ticket's
+    rules), in a queue that takes any party the document allows."""
+    detail = refusal(body, cls)
+    if detail is not None or cls is not NewTicket:
+        return detail
+    new = parse(request(json.dumps(body).encode()), NewTicket)
+    mode = Mode(QueueConfig(queue=new.queue, players=PlayerCount(1, 64), max_wait_s=math.inf), "arena")
+    caller = new.party[0] if new.party else "alice"
+    try:
+        create_ticket_for(Matchmaker({new.queue: mode}, placement=None), caller, new.queue, new.party, new.numbers,
+                          new.strings, new.string_sets, new.latencies)
+    except ApiError as error:
+        assert (error.status, error.code) == (422, "invalid_ticket"), error.detail
+        return error.detail
+    return None
+
+
+def documented(body, cls) -> bool:
+    """Whether the document allows `body`: its schema, and for a ticket the limit its description states."""
+    if not validator(cls).is_valid(body):
+        return False
+    return cls is not NewTicket or sum(len(body.get(name, {})) for name in (
+        "numbers", "strings", "string_sets")) <= MAX_PROPERTIES
+
+
 names = st.sampled_from(["alice", "arena", "ABCDEFGH", "ABCDEFG2", "a b", "", "x" * 64, "x" * 65, "é", "a\n",
                          "skill", "eu", "player", "spectator", "connect_four", "0000OOOO", "a:b@c.d-e_f"])
 numbers = st.one_of(st.sampled_from([0, 0.0, -1, 1, 1.5, 604800, 604800.0, 604800.5, 1e300]),
@@ -52,9 +85,14 @@ values = st.recursive(leaves, lambda inner: st.one_of(st.lists(inner, max_size=3
 
 
 def many(members):
-    """Objects of a few entries, or of about 64 (the documented limit), with these values."""
+    """Objects of a few entries, or of about 64 (the documented limit) with any names or with names that
+    match the pattern, with these values."""
     return st.one_of(st.dictionaries(names, members, max_size=3),
-                     st.dictionaries(st.text(max_size=4), members, min_size=63, max_size=65))
+                     st.dictionaries(st.text(max_size=4), members, min_size=63, max_size=65),
+                     st.dictionaries(st.text("ab_.:@-", min_size=1, max_size=4), members, min_size=20, max_size=65))
+
+
+regions = st.sampled_from(["eu", "us-east", "x" * 64])  # valid members: a set of about 64 has duplicates
 
 
 # For each field: values near what the document allows (valid, at a limit, just past it), or anything.
@@ -67,7 +105,8 @@ NEAR = {
                        numbers),
     "party": st.one_of(st.none(), st.lists(names, max_size=3), st.lists(names, min_size=63, max_size=65)),
     "numbers": many(numbers), "latencies": many(numbers), "strings": many(names),
-    "string_sets": many(st.lists(names, max_size=2)), "private": st.booleans(),
+    "string_sets": many(st.one_of(st.lists(names, max_size=2), st.lists(regions, min_size=63, max_size=65))),
+    "private": st.booleans(),
 }
 
 
@@ -96,8 +135,8 @@ def test_a_body_is_accepted_exactly_when_the_document_allows_it(cls, data):
     body = data.draw(near(cls))
     change = data.draw(st.sampled_from([0, 0, 0, 0, 1, 2]))
     body = mutated(body, change, data.draw(st.sampled_from(sorted(body) or [""])))
-    allowed = validator(cls).is_valid(body)
-    detail = refusal(body, cls)
+    allowed = documented(body, cls)
+    detail = server_refusal(body, cls)
     assert (detail is None) == allowed, (body, detail)
 
 
@@ -112,6 +151,27 @@ def test_a_body_is_accepted_exactly_when_the_document_allows_it(cls, data):
 def test_documented_bodies_are_accepted(cls, body):
     assert validator(cls).is_valid(body)
     assert refusal(body, cls) is None
+
+
+@pytest.mark.parametrize("body", [
+    {"queue": "q", "party": ["ann", "a b"]}, {"queue": "q", "party": ["ann", "ann"]},
+    {"queue": "q", "numbers": {"a b": 1}}, {"queue": "q", "numbers": {"": 1}},
+    {"queue": "q", "strings": {"é": "x"}}, {"queue": "q", "strings": {"mode": "x" * 65}},
+    {"queue": "q", "string_sets": {"regions": ["eu west"]}}, {"queue": "q", "string_sets": {"a\n": ["eu"]}},
+    {"queue": "q", "string_sets": {"regions": ["eu"] * 65}},  # 65 as sent, though one region
+    {"queue": "q", "latencies": {"eu": -0.5}}, {"queue": "q", "latencies": {"eu/west": 1}},
+], ids=lambda body: json.dumps({k: v for k, v in body.items() if k != "queue"})[:40])
+def test_what_the_tickets_rules_refuse_the_document_refuses(body):
+    assert not validator(NewTicket).is_valid(body)
+    assert refusal(body, NewTicket) is None and server_refusal(body, NewTicket) is not None
+
+
+def test_the_total_of_a_tickets_properties_is_in_the_description():
+    body = {"queue": "q", "numbers": {f"n{i}": 1 for i in range(30)}, "strings": {f"s{i}": "x" for i in range(30)},
+            "string_sets": {f"t{i}": ["eu"] for i in range(5)}}
+    assert validator(NewTicket).is_valid(body) and not documented(body, NewTicket)
+    assert "at most 64 properties" in server_refusal(body, NewTicket)
+    assert "together have at most 64 entries" in DOCUMENT["components"]["schemas"]["NewTicket"]["description"]
 
 
 def test_an_integer_is_a_number_and_nothing_else_is():

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from matchmaker.book import (CANCELLED, EXPIRED, MATCHED, NO_SHOW, QUEUED, Assignment, BookError, TicketBook)
+from matchmaker.ticket_api import ticket_view
 from matchmaker.tickets import Ticket
 
 
@@ -73,6 +74,33 @@ def test_a_requeued_ticket_keeps_its_waiting_time_and_a_conflicting_one_is_cance
     second = book.requeue("t2", "someone did not come", 20.0)
     assert second.status == CANCELLED and "bob is in another ticket" in second.reason
     assert book.expire("t3", NO_SHOW, 21.0).status == EXPIRED
+
+
+def test_a_ticket_waits_while_it_is_queued_and_its_wait_stops_when_it_leaves_the_queue():
+    book = TicketBook(["q"])
+    for ticket_id, leave in (("t1", book.cancel), ("t2", lambda t, _player, now: book.expire(t, "max_wait", now)),
+                             ("t3", lambda t, player, now: book.assign(t, assignment("m1", player), now))):
+        entry = book.create(ticket(ticket_id, f"p{ticket_id}", at=10.0), f"p{ticket_id}", 10.0)
+        assert entry.wait_s(14.0) == 4.0 and ticket_view(entry, f"p{ticket_id}", 14.0)["wait_s"] == 4.0
+        leave(ticket_id, f"p{ticket_id}", 15.0)
+        assert entry.wait_s(100.0) == 5.0 and ticket_view(entry, f"p{ticket_id}", 100.0)["wait_s"] == 5.0
+    again = book.requeue("t3", "someone did not come", 20.0)  # back in the queue: counts from created_at
+    assert again.wait_s(30.0) == 20.0
+
+
+def test_too_many_tickets_names_the_tickets_so_that_the_player_can_cancel_them():
+    """A party ticket names its members without their consent; any of them can cancel it, by its id."""
+    book = TicketBook(["a", "b", "c", "d"], max_per_player=3)
+    for n, queue in enumerate("abc"):
+        book.create(ticket(f"t{n}", f"eve{n}", "ann", queue=queue), f"eve{n}", 0)
+    with pytest.raises(BookError) as error:
+        book.create(ticket("t9", "ann", queue="d"), "ann", 0)
+    assert error.value.code == "too_many_tickets" and all(f"t{n}" in str(error.value) for n in range(3))
+    with pytest.raises(BookError) as error:
+        book.create(ticket("t8", "ann", queue="a"), "ann", 0)
+    assert error.value.code == "already_queued" and "(ticket t0)" in str(error.value)
+    assert book.cancel("t0", "ann", 1).status == CANCELLED
+    assert book.create(ticket("t8", "ann", queue="a"), "ann", 1).status == QUEUED
 
 
 class BookMachine(RuleBasedStateMachine):
@@ -148,6 +176,16 @@ class BookMachine(RuleBasedStateMachine):
         for player in ("ann", "bob", "cid", "dan"):
             queued = sum(player in e.ticket.players for e in self.book.entries.values() if e.status == QUEUED)
             assert queued == self.book.queued_count(player) <= 2
+
+    @invariant()
+    def a_ticket_waits_while_queued_and_not_after(self):
+        if not hasattr(self, "book"):
+            return
+        for entry in self.book.entries.values():
+            left = self.now if entry.status == QUEUED else entry.updated_at
+            assert entry.wait_s(self.now) == max(0.0, left - entry.ticket.created_at)
+            if entry.status != QUEUED:
+                assert entry.wait_s(self.now + 1000.0) == entry.wait_s(self.now)
 
     @invariant()
     def matched_tickets_have_assignments_and_others_do_not_count_as_placed(self):

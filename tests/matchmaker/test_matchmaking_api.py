@@ -3,16 +3,21 @@ with join tokens, seats held until the lobby timeout, no-shows, backfill, custom
 listing, auth and limits."""
 
 import math
+import time
 
 import httpx
+import jwt
 import pytest
 import trio
 
 from clients.client import MatchClient, Welcome
+from gameserver import tokens
 from gameserver.config import NodeConfig
 from gameserver.games.arena import Arena
 from gameserver.games.connect_four import ConnectFour
+from gameserver.node import MatchNotFound, MatchStorageUnavailable, MatchUnavailable, NodeClosing
 from matchmaker.auth import PlayerAuth
+from matchmaker.hosts import WorkerUnavailable
 from matchmaker.queues import Mode
 from matchmaker.tickets import PlayerCount, QueueConfig, SkillWindow
 from tools.up import ServerConfig, run_server
@@ -35,6 +40,7 @@ QUEUES = {
     "lonely": mode("lonely", "arena", (2, 4), max_wait_s=0.3),
     "ranked": mode("ranked", "connect_four", (2, 2), skill=SkillWindow(initial=100)),
     "refill": mode("refill", "bf_arena", (2, 2), hold=2.0),
+    "squad": mode("squad", "arena", (4, 4)),  # a party of two stays queued
 }
 
 
@@ -242,3 +248,92 @@ async def test_the_python_client_matchmakes_and_reports_an_expiry(server):
         assert failed.value.status == "expired" and failed.value.reason == "max_wait"
         listed = await http.matches(queue="duel")
         assert [m["match_id"] for m in listed] == [assignments["ann"]["match_id"]]
+
+
+@pytest.mark.parametrize(("error", "status", "code"), [
+    (NodeClosing("the node is shutting down"), 503, "node_closing"),
+    (MatchStorageUnavailable("storage error (disk full)"), 503, "storage_unavailable"),
+    (MatchUnavailable("the file is damaged"), 409, "match_unavailable"),
+    (WorkerUnavailable("worker 1 is being restarted"), 503, "worker_unavailable"),
+    (MatchNotFound("no match"), 404, "unknown_code"),
+], ids=lambda value: value if isinstance(value, str) else None)
+async def test_joining_by_code_answers_the_nodes_own_error_when_it_cannot_tell(server, http, monkeypatch, error,
+                                                                               status, code):
+    """Only a match that is not there is an unknown code: the others may well be right."""
+    _ann, ann_auth = await guest(http)
+    created = (await http.post("/v1/custom", json={"game": "connect_four"}, headers=ann_auth)).json()
+
+    async def describe(_match_id):
+        raise error
+
+    monkeypatch.setattr(server.node, "describe", describe)
+    answer = await http.post("/v1/custom/join", json={"code": created["code"]}, headers=ann_auth)
+    assert (answer.status_code, answer.json()["code"]) == (status, code)
+    assert answer.headers["content-type"] == "application/problem+json"
+
+
+def exp_of(token):
+    return jwt.decode(token, options={"verify_signature": False})["exp"]
+
+
+async def test_a_join_token_expires_at_the_second_the_answer_reports_and_not_before_its_lifetime(server, http):
+    (_ann, ann_auth), (_bob, bob_auth) = await guest(http), await guest(http)
+    before = time.time()
+    created = (await http.post("/v1/custom", json={"game": "connect_four"}, headers=ann_auth)).json()
+    joined = (await http.post("/v1/custom/join", json={"code": created["code"]}, headers=bob_auth)).json()
+    match = (await http.post("/v1/matches", json={"game": "arena"})).json()["match_id"]
+    short = (await http.post(f"/v1/matches/{match}/tokens", json={"player_id": "ann", "ttl_s": 0.5})).json()
+    ttl = server.node.config.token_ttl_s
+    for answer, lifetime in ((created, ttl), (joined, ttl), (short, 0.5)):
+        assert exp_of(answer["token"]) == answer["expires_at"] == int(answer["expires_at"])
+        assert answer["expires_at"] > before + lifetime
+    secret = (server.node.data_dir / "secret.key").read_bytes().strip()
+    assert tokens.verify(secret, short["token"], time.time()).player == "ann"  # 0.5 s: valid when it arrives
+    async with MatchClient(short["ws_url"], short["token"]) as client:
+        assert isinstance(await client.receive(), Welcome)
+
+
+async def test_a_signed_player_token_with_an_exp_beyond_a_float_is_a_401(server, http):
+    secret = (server.node.data_dir / "auth.key").read_bytes().strip()
+    for exp in ("1" + "0" * 400, "1e400", "NaN"):
+        token = jwt.api_jws.encode(b'{"aud": "arbiter:player", "sub": "ann", "exp": %s}' % exp.encode(), secret,
+                                   algorithm="HS256")
+        answer = await http.post("/v1/tickets", json={"queue": "ranked"}, headers={"Authorization": f"Bearer {token}"})
+        assert (answer.status_code, answer.json()["code"]) == (401, "unauthorized"), exp
+
+
+async def test_query_values_are_plain_digits_and_true_or_false(server, http):
+    _ann, ann_auth = await guest(http)
+    ticket = await queue(http, ann_auth, "ranked")
+    path = f"/v1/tickets/{ticket['ticket_id']}"
+    for query in ("wait_s=1_0", "wait_s=1e1", "wait_s=%201", "version=%20%2B1", "version=+1", "version=-0",
+                  "version=1_0"):
+        answer = await http.get(f"{path}?{query}", headers=ann_auth)
+        assert (answer.status_code, answer.json()["code"]) == (422, "invalid_request"), query
+        assert answer.json()["detail"].startswith("query."), query
+    assert (await http.get(f"{path}?wait_s=0.0&version=0", headers=ann_auth)).status_code == 200
+    for joinable in ("YES", "on", "t", "1", "True"):
+        answer = await http.get(f"/v1/matches?joinable={joinable}")
+        assert (answer.status_code, answer.json()["code"]) == (422, "invalid_request"), joinable
+    assert [(await http.get(f"/v1/matches?joinable={joinable}")).status_code for joinable in ("true", "false")] == [
+        200, 200]
+
+
+async def test_a_tickets_wait_stops_when_it_leaves_the_queue(server, http):
+    _ann, ann_auth = await guest(http)
+    ticket = await queue(http, ann_auth, "ranked")
+    cancelled = (await http.delete(f"/v1/tickets/{ticket['ticket_id']}", headers=ann_auth)).json()
+    later = (await http.get(f"/v1/tickets/{ticket['ticket_id']}", headers=ann_auth)).json()
+    assert cancelled["status"] == later["status"] == "cancelled"
+    assert later["wait_s"] == cancelled["wait_s"] >= ticket["wait_s"]  # the clock went on; the wait did not
+
+
+async def test_a_player_named_in_a_party_without_consent_cancels_it_by_the_id_the_409_names(server, http):
+    (ann, ann_auth), (bob, bob_auth) = await guest(http), await guest(http)
+    party = await queue(http, ann_auth, "squad", party=[ann, bob])  # bob was not asked
+    refused = await http.post("/v1/tickets", json={"queue": "squad"}, headers=bob_auth)
+    assert (refused.status_code, refused.json()["code"]) == (409, "already_queued")
+    assert f"(ticket {party['ticket_id']})" in refused.json()["detail"]
+    cancelled = await http.delete(f"/v1/tickets/{party['ticket_id']}", headers=bob_auth)
+    assert cancelled.json()["status"] == "cancelled"
+    assert (await queue(http, bob_auth, "squad"))["players"] == [bob]
