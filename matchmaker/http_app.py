@@ -9,9 +9,12 @@ bodies are attrs classes structured by a strict cattrs converter (matchmaker/bod
 document is a file (matchmaker/openapi.json), and tests/matchmaker/test_schema.py checks the server
 against it with schemathesis.
 
+A GET route also answers HEAD (RFC 9110): its handler runs and the server sends the head only.
+
 Every answer the app makes itself is `application/problem+json` (RFC 9457): 404 `not_found` for a
 path no route has, 405 `method_not_allowed` with `Allow` for a known path and another method, and
-whatever a handler raises as ApiError, or as an exception `errors` maps to a response.
+whatever a handler raises as ApiError, or as an exception `errors` maps to a response. The server
+answers in the same shape (`problem`) for what never reaches the app (matchmaker/http_server.py).
 """
 
 from __future__ import annotations
@@ -166,9 +169,10 @@ class App:
             else:
                 await problem(404, "not_found", "Not Found")(scope, receive, send)
             return
-        route = by_method.get(scope["method"])
+        method = scope["method"]
+        route = by_method.get("GET" if method == "HEAD" else method)
         if route is None:
-            allow = ", ".join(by_method)
+            allow = ", ".join([*by_method, "HEAD"] if "GET" in by_method else by_method)
             await problem(405, "method_not_allowed", "Method Not Allowed", headers={"allow": allow})(
                 scope, receive, send)
             return

@@ -11,10 +11,14 @@ and an idle-timer task restarted per request, and head and body written with sep
 calls), against about 0.1 ms here; see docs/performance.md ("Matchmaking").
 
 What it does not do: HTTP/2, TLS (put a proxy in front), the lifespan protocol (the app has no
-startup or shutdown handlers), the ASGI extensions. What it bounds: a request head (16 KiB, else
-431), the wait for a request on an idle keep-alive connection (`keep_alive_s`), the wait for the
-rest of a request that started (`read_timeout_s`), a client that does not take the response
-(`write_timeout_s`); request bodies are the app's to limit (matchmaker/body_limit.py).
+startup or shutdown handlers), the ASGI extensions. What it bounds: the connections open at once
+(`max_connections`; one more is answered 503 and closed), a request head (16 KiB, else 431), the wait
+for the first byte of a request on an idle connection (`keep_alive_s`), the whole request from its
+first byte, head and body (`read_timeout_s`, else 408), a client that does not take the response
+(`write_timeout_s`); request bodies are the app's to limit (matchmaker/body_limit.py). A request that
+breaks HTTP, in its head or its body, is answered 400 (501: a Transfer-Encoding other than chunked).
+Every answer the server makes itself is problem+json, as the app's are (matchmaker/http_app.problem),
+and closes the connection at once: nothing more of the request is read.
 
 Shutdown: when `shutdown` is set the listeners close, idle connections close, requests being
 served may finish within `graceful_s` (their connection then closes), and then the rest are
@@ -39,6 +43,7 @@ import trio
 
 from gameserver import websocket, wsserver
 from gameserver.accepting import accept_forever, listen
+from matchmaker.http_app import problem
 
 log = logging.getLogger("arbiter.http")
 
@@ -51,6 +56,9 @@ ASGI = {"version": "3.0", "spec_version": "2.4"}  # 2.4: `send` raises OSError o
 App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+# The `code` of each answer the server makes itself (h11 hints 400, 431 and 501 for what it cannot parse).
+CODES = {400: "bad_request", 405: "method_not_allowed", 408: "request_timeout", 426: "upgrade_required",
+         431: "header_too_large", 500: "internal_error", 501: "not_implemented", 503: "server_busy"}
 
 
 class ClientGone(OSError):
@@ -64,6 +72,7 @@ class Server:
     listeners: list[socket.socket]
     connections: int = 0
     requests: int = 0
+    turned_away: int = 0  # connections answered 503 because max_connections were open
 
     @property
     def port(self) -> int:
@@ -80,12 +89,13 @@ class Server:
 
 async def serve(app: App, host: str, port: int, *, shutdown: trio.Event | None = None, backlog: int = 4096,
                 keep_alive_s: float = 5.0, read_timeout_s: float = 30.0, write_timeout_s: float = 30.0,
-                graceful_s: float = 5.0, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+                graceful_s: float = 5.0, max_connections: int = 1024,
+                task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` on host:port (every address the name resolves to; port 0: a free port, the same on
     each) until `shutdown` is set (or the task is cancelled)."""
     listeners = listen(host, port, backlog)
     server = Server(listeners)
-    settings = _Settings(app, keep_alive_s, read_timeout_s, write_timeout_s)
+    settings = _Settings(app, keep_alive_s, read_timeout_s, write_timeout_s, max_connections)
     live: set[_Connection] = set()
     try:
         async with trio.open_nursery() as nursery:
@@ -130,6 +140,7 @@ class _Settings:
     keep_alive_s: float
     read_timeout_s: float
     write_timeout_s: float
+    max_connections: int
     closing: bool = False
     changed: trio.Event = attrs.field(factory=trio.Event)  # set when a connection ends
 
@@ -143,6 +154,17 @@ def _close(sock: socket.socket) -> None:
 async def _accept_loop(listener: socket.socket, nursery: trio.Nursery, server: Server, settings: _Settings,
                        live: set[_Connection]) -> None:
     def started(sock: socket.socket, address) -> None:
+        if len(live) >= settings.max_connections:
+            if server.turned_away % 1000 == 0:
+                log.warning("%d HTTP connections are open, the most allowed: new ones are answered 503 (%d so far)",
+                            len(live), server.turned_away + 1)
+            server.turned_away += 1
+            try:
+                sock.send(_BUSY)  # a new socket's buffer takes it whole, or the client is gone
+            except OSError:
+                pass
+            sock.close()
+            return
         connection = _Connection(sock, address, settings)
         live.add(connection)
         server.connections += 1
@@ -185,7 +207,9 @@ class _Connection:
         local = sock.getsockname()
         self.server_address = tuple(local[:2]) if isinstance(local, tuple) else None
         self.idle_scope: trio.CancelScope | None = None  # while waiting for the next request
-        self.gone = False  # a send failed: the client left or took nothing for write_timeout_s
+        self.deadline = math.inf  # for the whole request being read: read_timeout_s from its first byte
+        self.method = b""  # of the request being served
+        self.gone = False  # the client left (a read or a send failed) or took nothing for write_timeout_s
 
     def close_when_idle(self) -> None:
         if self.idle_scope is not None:
@@ -193,14 +217,14 @@ class _Connection:
 
     # -- the socket ------------------------------------------------------------------------------
 
-    async def _receive(self, timeout: float) -> bytes:
-        """Some bytes (b"" at the end of the stream)."""
+    async def _receive(self, deadline: float) -> bytes:
+        """Some bytes (b"" at the end of the stream); raises trio.TooSlowError past `deadline`."""
         sock = self.sock
         try:
             return sock.recv(RECEIVE_BYTES)
         except (BlockingIOError, InterruptedError):
             pass
-        with trio.fail_after(timeout):
+        with trio.fail_at(deadline):
             while True:
                 await trio.lowlevel.wait_readable(sock)
                 try:
@@ -235,40 +259,49 @@ class _Connection:
             self.gone = True
             raise ClientGone(f"the client took no data for {self.settings.write_timeout_s:g} s")
 
-    async def _next_event(self, timeout: float) -> Any:
-        """h11's next event, reading as needed; raises trio.TooSlowError past `timeout`."""
+    async def _next_event(self) -> Any:
+        """h11's next event, reading as needed; raises trio.TooSlowError past the request's deadline."""
         conn = self.h11
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            conn.receive_data(await self._receive(timeout))
+            conn.receive_data(await self._receive(self.deadline))
+
+    async def _wait_for_request(self) -> bool:
+        """Wait up to keep_alive_s for the first bytes of the next request (or the end of the stream);
+        False if none came, or the server is shutting down."""
+        data = None
+        with trio.CancelScope(deadline=trio.current_time() + self.settings.keep_alive_s) as self.idle_scope:
+            data = await self._receive(math.inf)
+        self.idle_scope = None
+        if data is None:
+            return False
+        self.h11.receive_data(data)
+        return True
 
     # -- serving ---------------------------------------------------------------------------------
 
     async def run(self, server: Server) -> None:
         conn, settings = self.h11, self.settings
         while True:
+            self.method = b""
+            if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
+                if settings.closing or not await self._wait_for_request():
+                    return  # idle past keep_alive_s, or shutting down
+            self.deadline = trio.current_time() + settings.read_timeout_s
             try:
-                if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
-                    if settings.closing:
-                        return
-                    event = None
-                    with trio.CancelScope(deadline=trio.current_time() + settings.keep_alive_s) as self.idle_scope:
-                        event = await self._next_event(math.inf)
-                    self.idle_scope = None
-                    if event is None:  # cancelled: idle past keep_alive_s, or shutting down
-                        return
-                else:
-                    event = await self._next_event(settings.read_timeout_s)
+                event = await self._next_event()
             except h11.RemoteProtocolError as error:
                 await self._refuse(error.error_status_hint, f"bad HTTP request: {error}")
                 return
             except trio.TooSlowError:
+                await self._refuse_too_slow()
                 return
             if type(event) is not h11.Request:
                 return  # ConnectionClosed (or PAUSED after a refused upgrade)
             server.requests += 1
+            self.method = event.method
             if _head_bytes(event) > MAX_HEAD_BYTES:  # h11 bounds only a head that arrives in pieces
                 await self._refuse(431, f"a request head is at most {MAX_HEAD_BYTES} bytes")
                 return
@@ -277,38 +310,43 @@ class _Connection:
                 return
             if not await self._http(event) or settings.closing:
                 return
+            if conn.our_state is not h11.DONE:
+                return  # MUST_CLOSE: our answer said Connection: close (or HTTP/1.0); nothing more is read
             try:
                 await self._finish_request()
             except (h11.RemoteProtocolError, trio.TooSlowError):
                 return
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return  # MUST_CLOSE: HTTP/1.0, Connection: close, or a body left unread
+            if conn.their_state is not h11.DONE:
+                return  # a body left unread past MAX_DRAIN_BYTES
             conn.start_next_cycle()
 
     async def _finish_request(self) -> None:
         """Skip what is left of the request body (bounded) so that the next request can be read."""
         conn, skipped = self.h11, 0
         while conn.their_state is h11.SEND_BODY and skipped <= MAX_DRAIN_BYTES:
-            event = await self._next_event(self.settings.read_timeout_s)
+            event = await self._next_event()
             if type(event) is h11.Data:
                 skipped += len(event.data)
             elif type(event) is not h11.EndOfMessage:
                 return
 
     async def _refuse(self, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """A response of our own, then the connection closes."""
-        body = detail.encode()
-        response = h11.Response(status_code=status, reason=_REASONS.get(status, b""), headers=[
-            (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"), (b"date", _date()), *(headers or ())])
+        """An answer of our own, unless a response has started going out; then the connection closes."""
         try:
-            data = self.h11.send(response) + self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
+            data = _problem(self.h11, status, detail, [(b"date", _date()), *(headers or ())],
+                            head_only=self.method == b"HEAD")
         except h11.LocalProtocolError:
             return  # a response already started: nothing more can be said
         try:
             await self._send(data)
         except ClientGone:
             pass
+
+    async def _refuse_too_slow(self) -> None:
+        """408: a request not whole within read_timeout_s of its first byte (the client's doing: no error)."""
+        timeout = self.settings.read_timeout_s
+        log.debug("an HTTP request from %s was not whole after %g s", self.client, timeout)
+        await self._refuse(408, f"a request is to arrive whole within {timeout:g} s of its first byte")
 
     async def _http(self, request: h11.Request) -> bool:
         """Serve one request; whether the connection can go on."""
@@ -325,14 +363,21 @@ class _Connection:
         try:
             await self.settings.app(scope, exchange.receive, exchange.send)
         except Exception:
-            if self.gone:  # the app saw the client leave (ClientGone, perhaps wrapped)
+            if not self.gone and exchange.broken is None:  # else it failed on the client's leaving, or breaking
+                log.exception("the app failed on %s %s", scope["method"], path)
+                if not exchange.started:
+                    await self._refuse(500, "Internal Server Error")
                 return False
-            log.exception("the app failed on %s %s", scope["method"], path)
-            if not exchange.started:
-                await self._refuse(500, "Internal Server Error")
-            return False
         finally:
             exchange.over()
+        if self.gone:  # the client left (the app may have seen ClientGone, perhaps wrapped): nothing to answer
+            return False
+        if exchange.broken is not None:  # the body broke HTTP or came too slowly: the app's answer was dropped
+            if isinstance(exchange.broken, trio.TooSlowError):
+                await self._refuse_too_slow()
+            else:
+                await self._refuse(400, f"bad HTTP request body: {exchange.broken}")
+            return False
         if not exchange.complete:
             if not exchange.started:
                 log.error("the app sent no response to %s %s", scope["method"], path)
@@ -353,9 +398,9 @@ class _Connection:
             await self._refuse(400, "a WebSocket handshake is HTTP/1.1")
             return
         try:  # the end of the request (no body), then h11 pauses: the rest is the WebSocket's
-            event = await self._next_event(self.settings.read_timeout_s)
+            event = await self._next_event()
             if type(event) is h11.EndOfMessage:
-                event = await self._next_event(self.settings.read_timeout_s)
+                event = await self._next_event()
         except (h11.RemoteProtocolError, trio.TooSlowError):
             event = None
         if event is not h11.PAUSED:
@@ -378,6 +423,24 @@ class _Connection:
         await session.end(1000, "")
 
 
+def _problem(conn: h11.Connection, status: int, detail: str, headers: list[tuple[bytes, bytes]], *,
+             head_only: bool = False) -> bytes:
+    """An answer of the server's own, as `conn` writes it: problem+json in the app's shape
+    (matchmaker/http_app.problem) with a code from CODES, and Connection: close."""
+    answer = problem(status, CODES.get(status, "bad_request" if status < 500 else "internal_error"), detail)
+    data = conn.send(h11.Response(status_code=status, reason=_REASONS.get(status, b""), headers=[
+        (b"content-type", answer.content_type.encode()), (b"content-length", b"%d" % len(answer.body)),
+        (b"connection", b"close"), *headers]))
+    if not head_only:
+        data += conn.send(h11.Data(data=answer.body))
+    return data + conn.send(h11.EndOfMessage())
+
+
+# What a connection over max_connections gets, written once: it is refused in the accept loop.
+_BUSY = _problem(h11.Connection(h11.SERVER), 503, "the server has all the connections it takes: try again soon",
+                 [(b"retry-after", b"1")])
+
+
 def _head_bytes(request: h11.Request) -> int:
     return len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
 
@@ -392,7 +455,7 @@ def _wants_websocket(request: h11.Request) -> bool:
 class _Exchange:
     """One request's ASGI `receive` and `send`."""
 
-    __slots__ = ("connection", "head_only", "started", "complete", "body_done", "head", "finished")
+    __slots__ = ("connection", "head_only", "started", "complete", "body_done", "head", "finished", "broken")
 
     def __init__(self, connection: _Connection, head_only: bool):
         self.connection = connection
@@ -400,6 +463,8 @@ class _Exchange:
         self.started = self.complete = self.body_done = False
         self.head: h11.Response | None = None  # sent with the first body bytes
         self.finished: trio.Event | None = None  # for a receive() waiting after the body
+        # Why the body could not be read: the server answers 400 or 408 itself, whatever the app sends.
+        self.broken: h11.RemoteProtocolError | trio.TooSlowError | None = None
 
     async def receive(self) -> dict:
         connection = self.connection
@@ -408,9 +473,13 @@ class _Exchange:
             if conn.they_are_waiting_for_100_continue:
                 await connection._send(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
             try:
-                event = await connection._next_event(connection.settings.read_timeout_s)
-            except (h11.RemoteProtocolError, trio.TooSlowError):
+                event = await connection._next_event()
+            except (h11.RemoteProtocolError, trio.TooSlowError) as error:
                 self.body_done = True
+                self.broken = error
+                return {"type": "http.disconnect"}
+            except OSError:  # the client reset the connection
+                self.body_done = connection.gone = True
                 return {"type": "http.disconnect"}
             if type(event) is h11.Data:
                 return {"type": "http.request", "body": bytes(event.data), "more_body": True}
@@ -426,6 +495,8 @@ class _Exchange:
         return {"type": "http.disconnect"}
 
     async def send(self, message: dict) -> None:
+        if self.broken is not None:
+            return  # the client was told it left; the server answers
         kind = message["type"]
         conn = self.connection.h11
         if kind == "http.response.start":

@@ -2,8 +2,9 @@
 (matchmaker/openapi.json) at /openapi.json, and a Swagger UI page for it at /docs.
 
 A page is a file directly in clients/web/ (no subdirectories, no dot files), read when asked for, so
-no path can reach outside it; "/" is index.html. GET and HEAD only; an ETag from the file's size and
-modification time answers a matching If-None-Match with 304.
+no path can reach outside it; "/" is index.html. Any other path is 404 `not_found`, whatever the
+method. GET and HEAD only; an ETag from the file's size and modification time answers a matching
+If-None-Match with 304.
 """
 
 from __future__ import annotations
@@ -74,15 +75,16 @@ def _content_type(name: str) -> str:
 
 async def serve_page(scope: dict, receive: Any, send: Any) -> None:
     """ASGI, for a path no API route has: a file of clients/web/, or 404 `not_found`."""
+    name = scope["path"].removeprefix("/") or "index.html"
+    path = WEB / name
+    if not PAGE_NAME.fullmatch(name) or not path.is_file():
+        await problem(404, "not_found", "Not Found")(scope, receive, send)
+        return
     if scope["method"] not in ("GET", "HEAD"):
         await problem(405, "method_not_allowed", "Method Not Allowed", headers={"allow": "GET, HEAD"})(
             scope, receive, send)
         return
-    name = scope["path"].removeprefix("/") or "index.html"
-    path = WEB / name
     try:
-        if not PAGE_NAME.fullmatch(name) or not path.is_file():
-            raise FileNotFoundError(name)
         stat = path.stat()
         etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
         if etag in [tag.strip() for tag in (header(scope, b"if-none-match") or "").split(",")]:

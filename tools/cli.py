@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="log an event-loop stall this long with what was running (default 100; 0: off)")
     up.add_argument("--retention-days", type=_non_negative_float, default=0.0,
                     help="delete a finished match's file this many days after it ended (default 0: keep)")
+    up.add_argument("--max-http-connections", type=_positive_int, default=10_000, metavar="N",
+                    help="HTTP connections open at once, long-polls included; past it: 503 (default 10000)")
     up.add_argument("--max-spectators", type=_non_negative_int, default=64,
                     help="spectator connections one match admits; more are refused with 1013 (default 64)")
     up.add_argument("--max-spectator-connections", type=_non_negative_int, default=4,
@@ -317,7 +319,8 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     config = ServerConfig(node=node, games=games, host=args.host, port=args.port, ws_port=args.ws_port,
                           public_ws_url=args.public_ws_url, admin_token=args.admin_token, queues=queues,
-                          guests=guests, auth_secret=auth_secret, workers=workers)
+                          guests=guests, auth_secret=auth_secret, workers=workers,
+                          max_http_connections=args.max_http_connections)
     try:
         trio.run(serve, config, args.ready_file)
     except BaseException as error:  # a port in use, an unreadable data dir, a bad secret.key

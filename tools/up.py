@@ -63,6 +63,9 @@ class ServerConfig:
     # when not 0, is worker 0's and worker k listens on ws_port + k; public_ws_url may name {worker}
     # and {port})
     workers: int = 1
+    # HTTP connections open at once (ticket long-polls and replay streams among them); past it a new
+    # one is answered 503 server_busy and closed (matchmaker/http_server.py)
+    max_http_connections: int = 10_000
 
 
 @attrs.frozen
@@ -137,7 +140,8 @@ async def _serve_http(app: object, config: ServerConfig, task_status: trio.TaskS
     try:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(functools.partial(
-                http_server.serve, app, config.host, config.port, shutdown=http_stop, graceful_s=HTTP_GRACE_S))
+                http_server.serve, app, config.host, config.port, shutdown=http_stop, graceful_s=HTTP_GRACE_S,
+                max_connections=config.max_http_connections))
             task_status.started(_Http(server.urls[0], http_stop, http_done, HTTP_GRACE_S))
     finally:
         http_done.set()
