@@ -48,8 +48,8 @@ from .metrics import Metrics
 from .records import StepRecord, snapshot_of, step_record
 from .simulation import (INPUT, JOIN, LEAVE, RELEASE, RESERVE, TIMER, Command, GameCrashed, Simulation, Step,
                          checked_seconds, exception_text)
-from .storage import (CRASHED, CREATED, FAILED, FINISHED, LOBBY as LOBBY_STATUS, RUNNING, MatchMeta, MatchStore,
-                      is_storage_error)
+from .storage import (CRASHED, CREATED, FAILED, FINISHED, LOBBY as LOBBY_STATUS, RUNNING, MatchFileError, MatchMeta,
+                      MatchStore, is_storage_error)
 from .metronome import SLOT_S, Metronome
 from .metronome import current as current_metronome
 from .ticks import Schedule
@@ -270,7 +270,7 @@ class Actor:
             finally:
                 task_status.started()  # also when the first write failed: the node then sees the match failed
             await self._loop()
-        except (sqlite3.Error, OSError) as error:
+        except (sqlite3.Error, OSError, MatchFileError) as error:  # (MatchFileError: content found damaged)
             self._fail(error)
         except Exception as error:  # a bug, ours or a game's where nothing expects it: this match only
             self.log.exception("match stopped by an unexpected error at tick %d", self.sim.tick)
@@ -434,8 +434,9 @@ class Actor:
             self._set_alarm(alarm.name, updated)
             self._flush_alarms()
             return
-        if not step.applied:
-            self._set_alarm(alarm.name, None)  # the game had deleted it: a stale entry
+        if not step.applied:  # the game had deleted it: a stale entry, and a step that did nothing
+            self.sim.rollback(checkpoint)  # (its tick is not committed: kept, it would leave a hole in the log)
+            self._set_alarm(alarm.name, None)
             return
         self.metrics.alarms_fired.inc()
         self.metrics.alarm_lateness.observe(max(now - alarm.due, 0.0))
@@ -861,7 +862,7 @@ class Actor:
         self._stop_code, self._stop_reason = protocol.CLOSE_MATCH_CRASHED, "match crashed"
         self._tell("finished")
 
-    def _fail(self, error: sqlite3.Error | OSError) -> None:
+    def _fail(self, error: sqlite3.Error | OSError | MatchFileError) -> None:
         """A write or read of the match file failed: the match stops here. Nothing of the step that
         failed was committed or sent (output gate), so every acknowledged input stays in the file.
 

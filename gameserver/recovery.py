@@ -2,8 +2,9 @@
 
 The input log is the truth and snapshots are a cache. Every re-simulated tick's checksum is
 compared with the stored one, so a divergence (non-deterministic game code, a different game
-version, a damaged file) is found at the tick where it happens. Used by actor activation and
-by the replay tool.
+version, a damaged file) is found at the tick where it happens; a completed tick with no stored
+step or checksum is a hole in the log (`MissingStep`), never re-simulated unchecked. Used by actor
+activation and by the replay tool.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from .storage import LOBBY as LOBBY_STATUS, RUNNING, CorruptFile, MatchFileError
 
 
 DEFAULT_ROSTER_LOBBY_S = 60.0
-_NOT_STORED = (None, 0.0, True)  # a step without a stored checksum (the file's first tick has no time)
 _NO_COMMANDS = (None, ())  # after the last tick with logged commands
 
 
@@ -39,6 +39,18 @@ class Diverged(MatchFileError):
         self.actual = actual
         self.sim = sim  # the re-simulated match at `tick`, for the replay tool's diff
         self.previous = previous  # the canonical state after tick - 1, which matched its checksum
+
+
+class MissingStep(CorruptFile):
+    """The log has no completed step at `tick`, a tick the match completed (at or before its last
+    completed tick): rows were lost or removed. Every completed step has its row and checksum (the
+    step a crash interrupted, past the last completed tick, is the only one without a checksum), so
+    re-simulating past the hole would run the tick with neither its commands nor a check."""
+
+    def __init__(self, path: object, tick: int, reason: str):
+        super().__init__(f"{path}: damaged: {reason}")
+        self.tick = tick
+        self.reason = reason
 
 
 def create_match_file(path: Path, game: Game, *, match_id: str, params: Any, seed: int, snapshot_every: int,
@@ -103,7 +115,8 @@ def restore(store: MatchStore, game: Game, until: int | None = None) -> Simulati
 def resimulate(store: MatchStore, sim: Simulation, meta: MatchMeta, last: int,
                progress: Callable[[int], None] | None = None,
                on_step: Callable[[Step], None] | None = None) -> Simulation:
-    """Step `sim` through the logged commands up to tick `last`, checking every stored checksum.
+    """Step `sim` through the logged commands up to tick `last`, checking every tick's stored checksum
+    (`MissingStep` for a tick the log lacks, `Diverged` for one that differs).
     `progress` (the replay tool's) is called with the tick every 1024 ticks; `on_step` (a replay
     stream's) after every checked step, with `sim` at that step."""
     with sim.reading_log():
@@ -118,22 +131,25 @@ def _resimulate(store: MatchStore, sim: Simulation, meta: MatchMeta, last: int,
     snapshot_every, step_of, stored_step, checksum = meta.snapshot_every, sim.step, steps.get, canonical.checksum
     previous = sim.canonical()  # the state a divergence started from: the last one that matched
     for tick in range(sim.tick + 1, last + 1):  # sim.tick is tick - 1 at the top of each pass
+        found = stored_step(tick)
+        if found is None:  # a hole in the log, where the match completed the tick
+            raise _missing(store, tick, meta.tick)
+        stored, at, ticked = found
         if tick == pending:
             batch = batch_of_pending
             pending, batch_of_pending = next(commands, _NO_COMMANDS)
         else:
             batch = ()
-        stored, at, ticked = stored_step(tick, _NOT_STORED)
         step = step_of(batch, now=at, ticked=ticked)
         if tick % snapshot_every == 0 or step.status is not None:
             sim.normalize()  # as the live match did when it took a snapshot here
         if step.rejected:
             rejection = step.rejected[0]
-            raise Diverged(store.path, tick, stored or 0, sim.checksum(), sim=sim,
+            raise Diverged(store.path, tick, stored, sim.checksum(), sim=sim,
                            previous=previous) from ValueError(
                 f"a logged command was rejected on replay: {rejection.code} {rejection.message}")
         current = sim.canonical()
-        if stored is not None and stored != checksum(current):
+        if stored != checksum(current):
             raise Diverged(store.path, tick, stored, checksum(current), sim=sim, previous=previous)
         previous = current
         if on_step is not None:
@@ -141,3 +157,12 @@ def _resimulate(store: MatchStore, sim: Simulation, meta: MatchMeta, last: int,
         if progress is not None and not tick & 1023:
             progress(tick)
     return sim
+
+
+def _missing(store: MatchStore, tick: int, completed: int) -> MissingStep:
+    if store.has_step(tick):
+        reason = (f"tick {tick} has no stored checksum, as if it never completed, but the match completed "
+                  f"up to tick {completed}")
+    else:
+        reason = f"tick {tick} is missing from the log (the match completed up to tick {completed})"
+    return MissingStep(store.path, tick, reason)

@@ -31,6 +31,7 @@ from .replay_stream import (
     Close,
     Deliver,
     Fetch,
+    Frame,
     Limits,
     Pause,
     Play,
@@ -42,6 +43,7 @@ from .replay_stream import (
     Wait,
     replay_frame,
 )
+from .simulation import GameCrashed
 from .storage import match_path
 
 log = logging.getLogger("arbiter.replay")
@@ -169,19 +171,28 @@ class ReplayStreams:
             raise Refused(protocol.CLOSE_MATCH_NOT_FOUND, f"no match {match_id[:40]}: {error}") from None
         if not path.exists():
             raise Refused(protocol.CLOSE_MATCH_NOT_FOUND, f"no match {match_id}")
+        unusable = Refused(protocol.CLOSE_MATCH_NOT_FOUND, f"match {match_id} cannot be replayed")
         try:
             source = await self._offload(ReplaySource.open, path, self.games)
         except Unavailable as error:
             log.warning("replay of %s refused: %s", match_id, error)
-            raise Refused(protocol.CLOSE_MATCH_NOT_FOUND, f"match {match_id} cannot be replayed") from None
+            raise unusable from None
         try:
             if role == tokens.PLAYER and not source.finished:
                 raise Refused(protocol.CLOSE_AUTH_FAILED, "a player token watches its match's replay only once "
                                                           "the match is over")
+            try:  # a file that cannot even give what the stream starts with is unusable (4004), not failed
+                players, first = await self._offload(source.start)
+            except ReplayFailed as error:
+                log.warning("replay of %s refused: %s", match_id, error.__cause__)
+                raise unusable from None
             log.info("replay of %s: streaming (%s token)", match_id, role)
-            await self._play(match_id, source, transport, session, inbox)
+            await self._play(match_id, source, players, first, transport, session, inbox)
         except ReplayFailed as error:
-            log.error("replay of %s failed: %s", match_id, error, exc_info=error.__cause__)
+            # The file's fault (damaged, diverging): its reason says it all. Game code that raised: its traceback.
+            cause = error.__cause__
+            log.error("replay of %s failed: %s", match_id, cause,
+                      exc_info=cause if isinstance(cause, GameCrashed) else None)
             raise Refused(protocol.CLOSE_INTERNAL, str(error)) from None
         finally:
             source.close()
@@ -199,15 +210,13 @@ class ReplayStreams:
                                        now=self.wall_clock())
         raise Refused(protocol.CLOSE_AUTH_TIMEOUT, "no auth message in time")
 
-    async def _play(self, match_id: str, source: ReplaySource, transport: Transport, session: ReplaySession,
-                    inbox: trio.MemoryReceiveChannel) -> None:
+    async def _play(self, match_id: str, source: ReplaySource, players: list[str], first: Frame,
+                    transport: Transport, session: ReplaySession, inbox: trio.MemoryReceiveChannel) -> None:
         meta = source.meta
-        players = await self._offload(source.players)
         await self._send_frame(transport, replay_frame(
             match=match_id, game=meta.game, game_version=meta.game_version, tick_rate=meta.tick_rate,
             status=meta.status, last_tick=meta.tick, finished=source.finished, players=players,
             result=meta.result))
-        first = await self._offload(source.seek, 0)
         playback = Playback(trio.current_time(), tick_rate=meta.tick_rate, tick=first.tick, at=first.at,
                             last_tick=source.last_tick, finished=source.finished)
         await self._send_frame(transport, playback.status())

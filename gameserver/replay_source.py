@@ -82,7 +82,12 @@ class ReplaySource:
         return self.meta.status in FINISHED
 
     def players(self) -> list[str]:
-        return [player for player, _joined, _left in self.store.players()]
+        with _failures():
+            return [player for player, _joined, _left in self.store.players()]
+
+    def start(self) -> tuple[list[str], Frame]:
+        """What a stream starts with: every player who took a seat, and the state after tick 0."""
+        return self.players(), self.seek(0)
 
     def refresh(self) -> None:
         """Read the match's row again: a live match's last tick grows."""

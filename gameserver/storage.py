@@ -198,7 +198,19 @@ class OlderSchema(MatchFileError):
 
 
 class CorruptFile(MatchFileError):
-    """SQLite says the file is damaged, or it lacks what every match file has."""
+    """SQLite says the file is damaged, or it lacks what every match file has, or it holds what
+    Arbiter never writes (a JSON column that is not JSON, a log entry of the wrong shape)."""
+
+
+# What `json.loads`, and unpacking what it returned, raise on damaged content that SQLite itself
+# accepts (text that is not JSON, a value of the wrong type, an array of the wrong length, JSON
+# nested too deep): the readers below turn it into `CorruptFile`, naming what is damaged.
+DAMAGED_CONTENT = (ValueError, TypeError, RecursionError)
+
+
+# The match row's columns that readers compute with: (index in `MatchStore.meta`'s row, name, types).
+_META_CHECKED = ((4, "seed", (int,)), (5, "tick_rate", (int,)), (6, "snapshot_every", (int,)), (9, "tick", (int,)),
+                 (10, "created_at", (float, int)), (11, "updated_at", (float, int)))
 
 
 class StorageUnavailable(MatchFileError):
@@ -470,18 +482,34 @@ class MatchStore:
         if row is None:
             raise CorruptFile(f"{self.path}: the match row is missing")
         values = list(row)
+        for i, name, types in _META_CHECKED:
+            if type(values[i]) not in types:
+                raise self._damaged(f"match.{name} is {type(values[i]).__name__}, not {types[0].__name__}")
+        if values[6] < 1:
+            raise self._damaged(f"match.snapshot_every is {values[6]}, not 1 or more")
         # The match row is written when the match changes status, not at every step: the last
         # completed step says how far it got, and when.
         last = self.conn.execute(
             "SELECT tick, at FROM steps WHERE checksum IS NOT NULL ORDER BY tick DESC LIMIT 1").fetchone()
         if last is not None and last[0] > values[9]:
             values[9] = last[0]
-            if last[1] is not None and last[1] > values[11]:
+            if type(last[1]) is float and last[1] > values[11]:  # (REAL: NULL at tick 0, a float after)
                 values[11] = last[1]
-        values[3] = json.loads(values[3])
-        values[14] = json.loads(values[14]) if values[14] is not None else None
-        values[17] = json.loads(values[17])
+        values[3] = self._json_column(values[3], "match.params")
+        values[14] = self._json_column(values[14], "match.result") if values[14] is not None else None
+        values[17] = self._json_column(values[17], "match.labels")
+        if type(values[17]) is not dict:
+            raise self._damaged("match.labels is not a JSON object")
         return MatchMeta(*values)
+
+    def _damaged(self, what: str, error: BaseException | None = None) -> CorruptFile:
+        return CorruptFile(f"{self.path}: damaged: {what}" + (f" ({type(error).__name__}: {error})" if error else ""))
+
+    def _json_column(self, text: Any, what: str) -> Any:
+        try:
+            return json.loads(text)
+        except DAMAGED_CONTENT as error:
+            raise self._damaged(f"{what} is not JSON", error) from None
 
     def latest_snapshot(self, at_or_before: int | None = None) -> Snapshot:
         sql = "SELECT tick, state, checksum, seated, last_seq, started, timers, roster FROM snapshots"
@@ -492,8 +520,13 @@ class MatchStore:
         row = self.conn.execute(sql + " ORDER BY tick DESC LIMIT 1", args).fetchone()
         if row is None:
             raise CorruptFile(f"{self.path}: no snapshot")
-        return Snapshot(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), bool(row[5]),
-                        json.loads(row[6]), json.loads(row[7]) if row[7] is not None else None)
+        seated, last_seq, timers = (self._json_column(row[i], f"snapshots.{name} at tick {row[0]}")
+                                    for i, name in ((3, "seated"), (4, "last_seq"), (6, "timers")))
+        roster = self._json_column(row[7], f"snapshots.roster at tick {row[0]}") if row[7] is not None else None
+        if not (type(row[1]) is str and type(row[2]) is int and type(seated) is list and type(last_seq) is dict
+                and type(timers) is dict and (roster is None or type(roster) is list)):
+            raise self._damaged(f"the snapshot at tick {row[0]} has a column of the wrong type")
+        return Snapshot(row[0], row[1], row[2], seated, last_seq, bool(row[5]), timers, roster)
 
     def commands_after(self, tick: int, until: int | None = None) -> Iterator[tuple[int, list[Command]]]:
         """(tick, commands) for every tick after `tick` that has commands, in order."""
@@ -505,19 +538,26 @@ class MatchStore:
         loads, make = json.loads, make_command
         decoded: dict[str, Any] = {}  # an input's JSON text -> its decoded object, for flat objects (they repeat)
         known = decoded.get
-        for t, text in self.conn.execute(sql + " ORDER BY tick", args):
-            batch = []
-            for kind, player, seq, data in loads(text):
-                value = known(data)  # None for a null data too
-                if value is None and data is not None:
-                    value = loads(data)
-                    # Shared between commands only when nothing in it can change: the simulation reads a
-                    # command's object and game code gets only its values (an input type is an attrs class).
-                    if type(value) is dict and len(decoded) < 4096 and all(
-                            type(v) in _IMMUTABLE_JSON for v in value.values()):
-                        decoded[data] = value
-                batch.append(make(kind, player, seq, value))
-            yield t, batch
+        t = tick
+        # Damaged content (not JSON, not an array of [kind, player, seq, data] arrays, a data that is not
+        # JSON text) raises in the loop: caught around it, so a sound row costs nothing more.
+        try:
+            for t, text in self.conn.execute(sql + " ORDER BY tick", args):
+                batch = []
+                for kind, player, seq, data in loads(text):
+                    value = known(data)  # None for a null data too
+                    if value is None and data is not None:
+                        value = loads(data)
+                        # Shared between commands only when nothing in it can change: the simulation reads a
+                        # command's object and game code gets only its values (an input type is an attrs class).
+                        if type(value) is dict and len(decoded) < 4096 and all(
+                                type(v) in _IMMUTABLE_JSON for v in value.values()):
+                            decoded[data] = value
+                    batch.append(make(kind, player, seq, value))
+                yield t, batch
+        except DAMAGED_CONTENT as error:
+            raise self._damaged(f"steps.commands at tick {t} is not an array of [kind, player, seq, data] "
+                                "with data as JSON text", error) from None
 
     def steps_after(self, tick: int, until: int | None = None) -> dict[int, tuple[int, float, bool]]:
         """tick -> (checksum, time, ticked) for every completed step after `tick`."""
@@ -527,6 +567,10 @@ class MatchStore:
             sql += " AND tick <= ?"
             args = (tick, until)
         return {t: (c, at, bool(ticked)) for t, c, at, ticked in self.conn.execute(sql, args)}
+
+    def has_step(self, tick: int) -> bool:
+        """Whether the log has a row for the step at `tick`, completed or not."""
+        return self.conn.execute("SELECT 1 FROM steps WHERE tick = ?", (tick,)).fetchone() is not None
 
     def alarms(self) -> list[Alarm]:
         rows = self.conn.execute("SELECT name, due, retries, failed, last_error FROM alarms ORDER BY due, name")
@@ -549,18 +593,31 @@ class MatchStore:
         rows = self.conn.execute(
             "SELECT key, value FROM kv AS a WHERE tick = (SELECT MAX(tick) FROM kv AS b"
             " WHERE b.key = a.key AND b.tick <= ?)", (tick,)).fetchall()
-        return {key: json.loads(value) for key, value in rows if value is not None}
+        try:
+            return {key: json.loads(value) for key, value in rows if value is not None}
+        except DAMAGED_CONTENT as error:
+            raise self._damaged(f"a kv.value at or before tick {tick} is not JSON", error) from None
 
     def events_after(self, tick: int, limit: int = 1000) -> list[tuple[int, str, Any]]:
         rows = self.conn.execute(
             "SELECT tick, kind, data FROM events WHERE tick > ? ORDER BY tick, idx LIMIT ?", (tick, limit))
-        return [(t, kind, json.loads(data) if data is not None else None) for t, kind, data in rows]
+        return self._events(rows)
 
     def latest_events_after(self, tick: int, limit: int) -> list[tuple[int, str, Any]]:
         """The newest `limit` events after `tick`, oldest first (what a resuming client needs most)."""
         rows = self.conn.execute(
             "SELECT tick, kind, data FROM events WHERE tick > ? ORDER BY tick DESC, idx DESC LIMIT ?", (tick, limit))
-        return [(t, kind, json.loads(data) if data is not None else None) for t, kind, data in rows][::-1]
+        return self._events(rows)[::-1]
+
+    def _events(self, rows: Iterator[tuple[int, str, str | None]]) -> list[tuple[int, str, Any]]:
+        events = []
+        t = None
+        try:
+            for t, kind, data in rows:
+                events.append((t, kind, json.loads(data) if data is not None else None))
+        except DAMAGED_CONTENT as error:
+            raise self._damaged(f"events.data at tick {t} is not JSON", error) from None
+        return events
 
     def players(self) -> list[tuple[str, int, int | None]]:
         return self.conn.execute(
@@ -616,7 +673,10 @@ class MatchStore:
     def connections(self) -> list[tuple[int, str, str, Any, float]]:
         rows = self.conn.execute(
             "SELECT conn_id, player_id, role, attachment, connected_at FROM connections ORDER BY conn_id")
-        return [(i, p, r, json.loads(a) if a is not None else None, at) for i, p, r, a, at in rows]
+        try:
+            return [(i, p, r, json.loads(a) if a is not None else None, at) for i, p, r, a, at in rows]
+        except DAMAGED_CONTENT as error:
+            raise self._damaged("a connections.attachment is not JSON", error) from None
 
     def write_alarms(self, writes: list[tuple[str, Alarm | None]], next_alarm_at: float | None, *,
                      connections_added: Sequence[tuple] = (), connections_removed: Sequence[int] = ()) -> None:

@@ -1,8 +1,8 @@
 """`arbiter replay`: verify, inspect and export a match file, or rebuild its state at any tick.
 
 Files are only ever read (see tools/replay_open.py). Exit status: 0 done, 1 the re-simulation
-diverged from the recorded checksums (verify, state), 2 a file or game that cannot be used, or
-bad arguments. See docs/replay.md.
+diverged from the recorded checksums (verify, state) or the reader of stdout went away (any action),
+2 a file or game that cannot be used, or bad arguments. See docs/replay.md.
 """
 
 from __future__ import annotations
@@ -62,6 +62,18 @@ def run_cli(args: argparse.Namespace) -> int:
     except Unusable as error:
         print(f"arbiter replay {args.replay_command}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so exiting does not flush into the closed pipe
+        os.close(devnull)
+        return 1
+
+
+def _print(text: str) -> None:
+    """The answer on stdout, flushed here: a reader that left raises BrokenPipeError now (see `run_cli`),
+    not when the interpreter flushes stdout at exit."""
+    print(text)
+    sys.stdout.flush()
 
 
 def _warn(check: Any) -> None:
@@ -79,7 +91,7 @@ def run_verify(args: argparse.Namespace) -> int:
         result = verify(store, game, check, Progress("verify", store.meta().tick))
     finally:
         store.close()
-    print(json.dumps(result) if args.json else render(result, check))
+    _print(json.dumps(result) if args.json else render(result, check))
     return 0 if result["ok"] else 1
 
 
@@ -108,7 +120,7 @@ def run_state(args: argparse.Namespace) -> int:
             raise Unusable(str(error)) from None
     finally:
         store.close()
-    print(json.dumps({"match_id": meta.match_id, "game": meta.game, "tick": sim.tick, "checksum": sim.checksum(),
+    _print(json.dumps({"match_id": meta.match_id, "game": meta.game, "tick": sim.tick, "checksum": sim.checksum(),
                       "from_snapshot": snapshot_tick, "resimulated_ticks": sim.tick - snapshot_tick,
                       "started": sim.started, "seated": sim.seated, "last_seq": sim.last_seq, "timers": sim.timers,
                       "roster": sim.roster, "state": json.loads(sim.canonical())}, indent=2))
@@ -124,11 +136,11 @@ def run_export(args: argparse.Namespace) -> int:
             raise Unusable(f"--output: {error}") from None
         try:
             counts = export(store, args.format, out, Progress("export", store.meta().tick))
+            out.flush()  # (a reader of stdout that left: BrokenPipeError, see run_cli)
+        except MatchFileError as error:
+            raise Unusable(str(error)) from None
         except sqlite3.DatabaseError as error:
             raise Unusable(f"{args.file}: cannot read ({error})") from None
-        except BrokenPipeError:  # the reader left (`| head`): stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exiting does not flush into it
-            return 1
         finally:
             if out is not sys.stdout:
                 out.close()
@@ -177,11 +189,13 @@ def run_inspect(args: argparse.Namespace) -> int:
     store = open_match(args.file)
     try:
         info = describe(store, games)
+    except MatchFileError as error:
+        raise Unusable(str(error)) from None
     except sqlite3.DatabaseError as error:
         raise Unusable(f"{args.file}: cannot read ({error})") from None
     finally:
         store.close()
-    print(json.dumps(info) if args.json else render_inspect(info))
+    _print(json.dumps(info) if args.json else render_inspect(info))
     return 0
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from gameserver.storage import MatchStore
+from gameserver.storage import DAMAGED_CONTENT, CorruptFile, MatchStore
 
 from tools.replay_progress import Progress
 
@@ -41,8 +41,12 @@ def records(store: MatchStore) -> Iterator[dict[str, Any]]:
                   "SELECT tick, idx, kind, player_id, seq, data FROM inputs ORDER BY tick, idx"))
     events = ((t, 2, i, {"type": "event", "tick": t, "idx": i, "kind": kind, "data": _json(data)})
               for t, i, kind, data in conn.execute("SELECT tick, idx, kind, data FROM events ORDER BY tick, idx"))
-    for _t, _order, _idx, record in heapq.merge(ticks, inputs, events, key=lambda row: row[:3]):
-        yield record
+    try:
+        for _t, _order, _idx, record in heapq.merge(ticks, inputs, events, key=lambda row: row[:3]):
+            yield record
+    except DAMAGED_CONTENT as error:  # a logged input's or an event's data that is not JSON text
+        raise CorruptFile(f"{store.path}: damaged: a logged input's data (steps.commands) or an event's "
+                          f"(events.data) is not JSON ({type(error).__name__}: {error})") from None
 
 
 def export(store: MatchStore, fmt: str, out: TextIO, progress: Progress | None = None) -> dict[str, int]:
@@ -87,4 +91,4 @@ def open_output(path: Path | None, source: Path) -> TextIO:
 
 
 def _json(data: str | None) -> Any:
-    return json.loads(data) if data is not None else None
+    return json.loads(data) if data is not None else None  # (not JSON: `records` says the file is damaged)

@@ -20,6 +20,7 @@ from gameserver.storage import MatchFileError, MatchMeta, MatchStore
 DIFFERENT_CODE = "different game version/code"
 NON_DETERMINISM = "non-determinism"
 UNKNOWN_CODE = "non-determinism, or a code change the file cannot show"
+DAMAGED = "damaged file"  # the log lacks a completed step: whatever the code (recovery.MissingStep)
 
 
 class Unusable(Exception):

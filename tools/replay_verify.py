@@ -1,5 +1,6 @@
 """`arbiter replay verify`: re-simulate a match from its parameters, seed and input log, checking
-every stored checksum, and explain the first divergence.
+every stored checksum, and explain the first divergence (a checksum that differs, a logged command
+the replay refuses, game code that raises, or a completed tick missing from the log).
 
 The match is rebuilt from the game's `init` (not from the snapshot at tick 0, which is checked
 against it), then stepped through the logged commands by `gameserver.recovery.resimulate`, the
@@ -16,11 +17,11 @@ from typing import Any
 
 from gameserver import canonical
 from gameserver.game import Game
-from gameserver.recovery import Diverged, resimulate
+from gameserver.recovery import Diverged, MissingStep, resimulate
 from gameserver.simulation import GameCrashed, Simulation
 from gameserver.storage import FINISHED, MatchFileError, MatchMeta, MatchStore
 
-from tools.replay_open import DIFFERENT_CODE, NON_DETERMINISM, CodeCheck, Unusable
+from tools.replay_open import DAMAGED, DIFFERENT_CODE, NON_DETERMINISM, CodeCheck, Unusable
 from tools.replay_progress import Progress
 
 DIFF_LINES = 40
@@ -38,7 +39,9 @@ def verify(store: MatchStore, game: Game, check: CodeCheck, progress: Progress |
                                   "code": check.as_json()}
         try:
             verified, divergence = _run(store, game, meta, check, progress)
-        except (sqlite3.DatabaseError, MatchFileError) as error:  # Diverged is caught inside
+        except MatchFileError as error:  # damaged content (Diverged and MissingStep are caught inside)
+            raise Unusable(str(error)) from None
+        except sqlite3.DatabaseError as error:
             raise Unusable(f"{store.path}: cannot read ({error})") from None
     finally:
         store.conn.execute("COMMIT")
@@ -73,6 +76,9 @@ def _run(store: MatchStore, game: Game, meta: MatchMeta, check: CodeCheck,
         progress.total = max(meta.tick, 1)
     try:
         resimulate(store, sim, meta, meta.tick, progress)
+    except MissingStep as missing:  # a hole in the log: nothing to re-simulate the tick from
+        return missing.tick - 1, _divergence(store, check, missing.tick, None, None, None, None, missing.reason,
+                                             cause=DAMAGED)
     except Diverged as diverged:
         reason = str(diverged.__cause__) if diverged.__cause__ is not None else "the state's checksum differs"
         actual = diverged.sim.canonical() if diverged.sim is not None else None
@@ -85,13 +91,17 @@ def _run(store: MatchStore, game: Game, meta: MatchMeta, check: CodeCheck,
 
 
 def _divergence(store: MatchStore, check: CodeCheck, tick: int, expected: int | None, actual: int | None,
-                actual_state: bytes | None, previous: bytes | None, reason: str) -> dict[str, Any]:
+                actual_state: bytes | None, previous: bytes | None, reason: str,
+                cause: str | None = None) -> dict[str, Any]:
     snapshot = store.latest_snapshot(at_or_before=tick)
-    found: dict[str, Any] = {"tick": tick, "cause": check.cause, "reason": reason,
+    found: dict[str, Any] = {"tick": tick, "cause": cause or check.cause, "reason": reason,
                              "expected_checksum": expected, "actual_checksum": actual,
                              "commands": _commands_at(store, tick)}
     after = json.loads(actual_state) if actual_state is not None else _ABSENT
-    if snapshot.tick == tick:
+    if after is _ABSENT:
+        found["compared"] = "none"  # the replay made no state at the tick (it raised, or the tick is not logged)
+        before = _ABSENT
+    elif snapshot.tick == tick:
         found["compared"] = "snapshot"  # the stored state at the tick, against the re-simulated one
         found["expected_state"] = before = json.loads(snapshot.state)
     elif previous is not None:
@@ -152,7 +162,7 @@ def render(result: dict[str, Any], check: CodeCheck) -> str:
         lines.append(f"  stored checksum {d['expected_checksum']}, re-simulated {d['actual_checksum']}")
     lines.append(f"  ticks 0 to {d['tick'] - 1} matched" if d["tick"] > 1 else
                  "  tick 0 (the initial state) matched" if d["tick"] == 1 else "  the initial state (tick 0) differs")
-    lines.append("cause: " + _cause(check))
+    lines.append("cause: " + (_DAMAGED_CAUSE if d["cause"] == DAMAGED else _cause(check)))
     if d["commands"]:
         lines.append(f"commands logged at tick {d['tick']}:")
         lines += ["  " + " ".join([c["kind"], c["player"]] + ([f"seq {c['seq']}"] if c["seq"] else [])
@@ -177,6 +187,10 @@ def render(result: dict[str, Any], check: CodeCheck) -> str:
         lines.append("  (no difference in the game state: the divergence is in what the runtime tracks, "
                      "such as the seats or timers)")
     return "\n".join(lines)
+
+
+_DAMAGED_CAUSE = (f"{DAMAGED}: the log lacks a step the match completed (rows lost or removed outside Arbiter), "
+                  "so the match cannot be re-simulated past it, whatever the code.")
 
 
 def _cause(check: CodeCheck) -> str:

@@ -22,6 +22,8 @@ def load_game(spec: str) -> type[Game]:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ValueError(f"cannot import {module_name}: {error}") from None
+    except Exception as error:  # the module's own code raised (or does not compile): the same refusal
+        raise ValueError(f"cannot import {module_name}: {type(error).__name__}: {error}") from None
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type) or not issubclass(cls, Game):
         raise ValueError(f"{spec} is not a subclass of gameserver.game.Game")

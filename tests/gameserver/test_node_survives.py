@@ -288,3 +288,31 @@ def test_nonsense_class_attributes_are_refused_when_the_node_is_made(tmp_path, a
 def test_a_game_registered_under_another_name_is_refused(tmp_path):
     with pytest.raises(TypeError, match="named 'base', not 'other'"):
         Node(NodeConfig(data_dir=tmp_path), {"other": Base})
+
+
+async def test_a_stale_game_alarm_leaves_no_hole_in_the_log(tmp_path, nursery, autojump_clock):
+    """An alarm the actor still had but the game had deleted runs a step that applies nothing: that
+    step must not count, or the next committed tick leaves a hole, which recovery refuses as damage."""
+    from gameserver import storage
+    from gameserver.alarms import ALARM
+    from gameserver.recovery import restore
+    from gameserver.storage import MatchStore
+
+    node, _arena_id, _watcher = await start(tmp_path, nursery, Base)
+    meta = await node.create_match("base")
+    actor = await node.actor(meta.match_id)
+    conn = await join(actor, "fay")
+    tick = actor.sim.tick
+    actor._set_alarm(ALARM, wall())  # not among the game's timers: stale
+    actor._flush_alarms()
+    actor.poke()
+    await trio.sleep(0.1)
+    assert ALARM not in actor.alarms and actor.sim.tick == tick
+    await actor.submit(InputMessage(conn, Input(1, {})))
+    await trio.sleep(0.1)
+    assert actor.sim.tick == tick + 1
+    store = MatchStore.open(storage.match_path(node.data_dir, meta.match_id), read_only=True)
+    try:
+        assert restore(store, Base()).canonical() == actor.sim.canonical()
+    finally:
+        store.close()
