@@ -4,7 +4,6 @@ raising or answering nonsense crashes that match only, like a raising `tick`: ne
 import math
 import sqlite3
 
-import attrs
 import pytest
 import trio
 
@@ -17,19 +16,9 @@ from gameserver.node import InvalidParams, Node
 from gameserver.protocol import Input
 from gameserver.replay_source import ReplayFailed, ReplaySource
 from gameserver.storage import MatchStore
-from node_helpers import connection, frames, wall
+from node_helpers import Count, Move, connection, frames, wall
 from tools.replay_open import code_check
 from tools.replay_verify import verify
-
-
-@attrs.define
-class Count:
-    moves: int = 0
-
-
-@attrs.frozen
-class Move:
-    pass
 
 
 class Fragile(Game):

@@ -3,7 +3,6 @@ removed from the log): every reader says `CorruptFile` naming what is damaged, r
 re-simulate past a hole in the log, and a node starts beside such a file and refuses only it."""
 
 import hashlib
-import sqlite3
 
 import pytest
 import trio
@@ -18,23 +17,13 @@ from gameserver.simulation import INPUT, Command
 from gameserver.storage import CorruptFile, MatchStore
 from node_helpers import wall
 from test_storage import new_file, play
+from match_files import alter
 
 OTHER = "1" * 26
 
 
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def alter(path, *statements):
-    """Change the file as something outside Arbiter would, with sqlite3 (each statement SQLite accepts)."""
-    conn = sqlite3.connect(path)
-    try:
-        for statement in statements:
-            conn.execute(statement)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import os
-import sqlite3
 
 import pytest
 
@@ -14,16 +13,7 @@ from gameserver import storage
 from gameserver.games.arena import Arena, Params
 from tools.cli import main
 from test_replay import MATCH, arena_batches, digest, record, replay
-
-
-def alter(path, *statements):
-    conn = sqlite3.connect(path)
-    try:
-        for statement in statements:
-            conn.execute(statement)
-        conn.commit()
-    finally:
-        conn.close()
+from match_files import alter
 
 
 @pytest.fixture
