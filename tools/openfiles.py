@@ -18,3 +18,12 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+def connection_cap(wanted: int, open_files: int) -> int:
+    """The HTTP connections to allow at once: `wanted`, but at most half the open-file limit (0:
+    unknown), so that a client holding connections cannot leave the server without descriptors for
+    its match files, its WebSocket connections and the sockets that restart its workers."""
+    if open_files <= 0:
+        return wanted
+    return max(1, min(wanted, open_files // 2))

@@ -41,7 +41,7 @@ from matchmaker.hosts import LocalHost, MatchHost, WorkerInfo
 from matchmaker.placement import HostPlacement, NodePlacement
 from matchmaker.queues import Mode, default_modes
 from matchmaker.service import Matchmaker
-from tools.openfiles import raise_open_file_limit
+from tools.openfiles import connection_cap, raise_open_file_limit
 
 log = logging.getLogger("arbiter.up")
 HTTP_GRACE_S = 5.0  # requests in flight at shutdown may take this long to finish
@@ -239,7 +239,12 @@ async def lock_data_dir(data_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
 
 
 async def main(config: ServerConfig, ready_file: Path | None = None) -> None:
-    raise_open_file_limit()
+    open_files = raise_open_file_limit()
+    cap = connection_cap(config.max_http_connections, open_files)
+    if cap < config.max_http_connections:
+        log.warning("at most %d HTTP connections at once, half the open-file limit (%d), not %d",
+                    cap, open_files, config.max_http_connections)
+        config = attrs.evolve(config, max_http_connections=cap)
     memory.configure_process()  # before any worker thread starts or file opens (gameserver/memory.py)
     stop = trio.Event()
     lock_fd = None

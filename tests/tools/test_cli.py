@@ -36,3 +36,12 @@ def test_a_bad_game_spec_is_refused(capsys):
 def test_dev_script_refuses_unknown_commands():
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "dev.py"), "serve"], capture_output=True, text=True)
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_the_http_connection_cap_leaves_half_the_open_files():
+    from tools.openfiles import connection_cap
+
+    assert connection_cap(10_000, 1_048_576) == 10_000
+    assert connection_cap(10_000, 1024) == 512  # a client holding connections cannot take every descriptor
+    assert connection_cap(10_000, 0) == 10_000  # the limit is not known
+    assert connection_cap(10_000, 1) == 1
