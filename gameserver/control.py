@@ -7,7 +7,10 @@ inherited file descriptor: nothing listens on a port, so nothing else can talk o
 
 Messages (the trio shells are tools/workers.py, the parent, and tools/worker.py, the worker):
 
-- parent -> worker: `{"id": n, "op": name, "args": {...}}`, a request; `{"op": "stop"}`, shut down.
+- parent -> worker: `{"id": n, "op": name, "args": {...}, "deadline": t}`, a request, where `t` is
+  when the parent gives up waiting for its answer, as `time.monotonic()` (CLOCK_MONOTONIC on Linux:
+  the same clock in both processes); a worker that receives it later answers the error kind
+  "late" without running it. `{"op": "stop"}`: shut down.
 - worker -> parent: `{"id": n, "ok": result}` or `{"id": n, "error": {"kind": ..., "message": ...}}`,
   the answer to request n; `{"hello": {...}}` once serving; `{"notice": {...}}`, a match notice.
 """

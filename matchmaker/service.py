@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from gameserver.actor import MatchNotice
-from gameserver.node import NodeError
+from gameserver.node import MatchNotFound, MatchOver, NodeError
 from gameserver.simulation import NO_SHOW_PREFIX
 from matchmaker.backfill import BackfillFill, BackfillRequest, fill_backfills
 from matchmaker.book import MATCHED, NO_SHOW, QUEUED, Assignment, BookError, Entry, TicketBook
@@ -45,6 +45,8 @@ log = logging.getLogger("arbiter.matchmaker")
 
 THREAD_POOL_FROM = 2000  # pools at least this large are formed in a worker thread
 FORMING_REST = 2.0  # after a pass, this many times its duration before the next: forming takes <= 1/3 of a core
+HOLD_RETRY_S = 5.0  # a backfill hold whose match could not be asked (its worker restarting) asks again after this
+HOLD_ATTEMPTS = 12  # ... this many times in all, then the players keep their seats
 QUEUE_LABEL = "queue"
 REGION_LABEL = "region"
 
@@ -222,8 +224,8 @@ class Matchmaker:
             now = self.clock()
             skills = [mode.config.skill.skill_of(self.book.entries[t].ticket) for t in formed.ticket_ids
                       if mode.config.skill is not None and t in self.book.entries]
-            if skills:
-                self._skill[placed.match_id] = sum(skills) / len(skills)
+            if skills:  # each divided first: the sum of large skills (1e308) is no float
+                self._skill[placed.match_id] = math.fsum(skill / len(skills) for skill in skills)
             for ticket_id in formed.ticket_ids:
                 entry = self.book.get(ticket_id)
                 if entry is None or entry.status != QUEUED:
@@ -328,22 +330,40 @@ class Matchmaker:
 
     async def _hold_backfill(self, mode: Mode, fill: BackfillFill, backfill: _Backfill) -> None:
         """After the hold, players placed by backfill who never joined give their seats back, their
-        tickets expire as no-shows, and the match asks again."""
+        tickets expire as no-shows, and the match asks again. A match that cannot be asked (its
+        worker is being restarted, or failed on the call) is asked again after HOLD_RETRY_S, up
+        to HOLD_ATTEMPTS times; a match that is over ends the hold."""
         await trio.sleep(mode.backfill_hold_s)
-        try:
-            seated = set(await self.placement.seated(fill.match_id))
-        except (NodeError, WorkerError):
-            return  # the match is over (or its worker failed to say: its players keep their seats)
+        for attempt in range(1, HOLD_ATTEMPTS + 1):
+            try:
+                await self._end_backfill_hold(mode, fill, backfill)
+                return
+            except (MatchOver, MatchNotFound):  # the match is over: nobody will take the seats
+                for player in fill.players:
+                    backfill.pending.pop(player, None)
+                return
+            except (NodeError, WorkerError, OSError) as error:
+                if attempt == HOLD_ATTEMPTS:
+                    log.error("the backfill hold of %s in %s could not end, the seats stay held: %s",
+                              list(fill.players), fill.match_id, error)
+                    return
+                log.warning("the backfill hold of %s could not end now (asking again in %g s): %s", fill.match_id,
+                            HOLD_RETRY_S, error)
+            except Exception:  # a bug (ours or a game's): the matchmaker, and the server, go on
+                log.exception("the backfill hold of %s failed", fill.match_id)
+                return
+            await trio.sleep(HOLD_RETRY_S)
+
+    async def _end_backfill_hold(self, mode: Mode, fill: BackfillFill, backfill: _Backfill) -> None:
+        seated = set(await self.placement.seated(fill.match_id))
         missing = [p for p in fill.players if p not in seated]
+        if missing:
+            await self.placement.reserve(fill.match_id, missing, release=True)
         for player in fill.players:
             backfill.pending.pop(player, None)
         if not missing:
             return
         now = self.clock()
-        try:
-            await self.placement.reserve(fill.match_id, missing, release=True)
-        except (NodeError, WorkerError):
-            return
         for ticket_id in fill.ticket_ids:
             entry = self.book.get(ticket_id)
             if entry is not None and entry.status == MATCHED and any(p in missing for p in entry.ticket.players):

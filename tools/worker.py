@@ -9,8 +9,10 @@ parent's requests about them, and streams their notices (started, finished, a pl
 parent's matchmaker.
 
 It stops cleanly (every match finishes its tick, connections are closed with 1001) when the parent
-asks, when the parent's end of the channel closes (the parent died, even by SIGKILL), or on SIGINT
-or SIGTERM; it then exits 0. Exit 1: it could not start (the reason went to the parent and stderr).
+asks, when the parent's end of the channel closes (the parent died, even by SIGKILL, or gave up on
+the channel), when the parent's bytes are not control messages, or on SIGINT or SIGTERM; it then
+exits 0. A request that reaches it after its deadline (the parent gave up on it) is answered with
+an error and not run. Exit 1: it could not start (the reason went to the parent and stderr).
 """
 
 from __future__ import annotations
@@ -24,19 +26,21 @@ import pickle
 import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import trio
 
-from gameserver import memory
+from gameserver import control, memory
 from gameserver.actor import MatchNotice
 from gameserver.config import NodeConfig
 from gameserver.endpoint import Endpoint
 from gameserver.game import Game
 from gameserver.node import Node, NodeError
 from gameserver.tokens import load_or_create_secret
-from tools.control_link import Channel, error_to_wire
+from tools.control_link import LATE, Channel, error_to_wire
 from tools.openfiles import raise_open_file_limit
 
 log = logging.getLogger("arbiter.worker")
@@ -63,18 +67,26 @@ def decode_setup(text: str) -> WorkerSetup:
 
 
 class Worker:
-    def __init__(self, node: Node, endpoint: Endpoint, channel: Channel):
+    def __init__(self, node: Node, endpoint: Endpoint, channel: Channel,
+                 clock: Callable[[], float] = time.monotonic):
+        """`clock`: the one the parent's deadlines are written in (tools/control_link.py)."""
         self.node = node
         self.endpoint = endpoint
         self.channel = channel
+        self.clock = clock
         self.stop = trio.Event()
         self.creates_done = 0  # create requests answered: the parent's placement counts the ones in flight
 
     async def serve_requests(self, nursery: trio.Nursery) -> None:
-        """Until the parent says stop or its end closes: each request in a task of its own."""
+        """Until the parent says stop, its end closes or it sends what is not a control message:
+        each request in a task of its own."""
         try:
             while True:
-                message = await self.channel.receive()
+                try:
+                    message = await self.channel.receive()
+                except control.ControlProtocolError as error:
+                    log.error("the parent sent a malformed control message: %s; stopping", error)
+                    return
                 if message is None:
                     log.warning("the parent's control channel closed: stopping")
                     return
@@ -86,16 +98,24 @@ class Worker:
             self.stop.set()
 
     async def answer(self, message: dict[str, Any]) -> None:
-        op, args = message.get("op"), message.get("args") or {}
-        try:
-            handler = getattr(self, f"op_{op}", None)
-            if handler is None or not isinstance(args, dict):
-                raise ValueError(f"no control operation {op!r}")
-            reply = {"id": message["id"], "ok": await handler(**args)}
-        except Exception as error:
-            if not isinstance(error, NodeError):  # a bug, which the parent reports as a 500
-                log.exception("control operation %s failed", op)
-            reply = {"id": message["id"], "error": error_to_wire(error)}
+        op, args, deadline = message.get("op"), message.get("args") or {}, message.get("deadline")
+        late = self.clock() - deadline if isinstance(deadline, (int, float)) else 0.0
+        if late > 0:  # the parent no longer waits for it: running it now would do what it was told failed
+            if op == "create":
+                self.creates_done += 1  # answered: no longer in flight for the parent's placement
+            log.warning("a %s request came %.1f s after the parent gave up on it: not run", op, late)
+            reply = {"id": message["id"], "error": {"kind": LATE, "message": f"{op} reached the worker "
+                                                                              f"{late:.1f} s after its deadline"}}
+        else:
+            try:
+                handler = getattr(self, f"op_{op}", None)
+                if handler is None or not isinstance(args, dict):
+                    raise ValueError(f"no control operation {op!r}")
+                reply = {"id": message["id"], "ok": await handler(**args)}
+            except Exception as error:
+                if not isinstance(error, NodeError):  # a bug, which the parent reports as a 500
+                    log.exception("control operation %s failed", op)
+                reply = {"id": message["id"], "error": error_to_wire(error)}
         try:
             await self.channel.send(reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -8,8 +8,16 @@ worker's answer. Match notices come back on the channels and go to `listeners` (
 
 Supervision: a worker that exits while the server runs is logged at ERROR and started again (on
 the same WebSocket port, so the URLs clients hold stay valid), after 0.5 s, then 1, 2 ... up to
-30 s while it keeps failing (a worker that ran for a minute starts again from 0.5 s). Until it is
-back, calls about its matches answer 503 `worker_unavailable` and placement skips it.
+30 s while it keeps failing (a worker that ran for a minute starts again from 0.5 s), and so is
+one that could not be started again (no file descriptor left, say). Until it is back, calls about
+its matches answer 503 `worker_unavailable` and placement skips it.
+
+A worker that stops answering (stopped with SIGSTOP, deadlocked) holds nobody for long: every call
+has a deadline (tools/control_link.py), the calls that ask every worker (health, metrics, listings)
+a short one, STATUS_TIMEOUT_S, and leave it out; each worker is polled in a task of its own, and
+placement skips a worker that did not answer its last poll in time. One that has not answered for
+UNRESPONSIVE_S while its process runs is killed (logged at ERROR) and started again like any
+worker that exited; its matches recover from their files.
 """
 
 from __future__ import annotations
@@ -47,13 +55,16 @@ START_TIMEOUT_S = 60.0  # from spawning a worker to its hello (it scans its shar
 STOP_TIMEOUT_S = 15.0  # from asking a worker to stop to its exit; then it is killed
 EXIT_AFTER_EOF_S = 10.0  # a worker whose channel closed but that did not exit is killed after this
 POLL_S = 1.0  # how often each worker's load is asked for
+STATUS_TIMEOUT_S = 5.0  # a worker that has not answered a status, metrics or listing call by then is left out
+UNRESPONSIVE_S = 30.0  # a running worker whose status went unanswered this long is killed (and started again)
 RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
 STABLE_S = 60.0  # a worker that ran this long before it exited is restarted after RESTART_FIRST_S again
 
 
 class WorkerStartFailed(OSError):
-    """A worker could not start when the server started (its reason is in the message)."""
+    """A worker could not start (its reason is in the message). When the server starts, this stops
+    it; later, the worker is tried again."""
 
 
 @attrs.define
@@ -62,11 +73,14 @@ class _Worker:
     ws_port: int  # 0 until the first start bound one; then the same on every restart
     state: str = "starting"
     link: Link | None = None
+    process: trio.Process | None = None  # while it runs
     pid: int | None = None
     restarts: int = 0
     creates_sent: int = 0  # since this process started
     load: shards.Load | None = None  # None: not known (not up)
     status: dict[str, int] | None = None  # the last status it reported
+    answered_at: float = 0.0  # trio time of its last status answer (or of its hello)
+    answering: bool = True  # whether it answered its last status call within STATUS_TIMEOUT_S
 
     @property
     def name(self) -> str:
@@ -109,22 +123,21 @@ class WorkerPool:
             async with trio.open_nursery() as starting:
                 for worker in self.workers:
                     starting.start_soon(nursery.start, self._keep, worker)
-            nursery.start_soon(self._poll)
+            for worker in self.workers:
+                nursery.start_soon(self._watch, worker)
             task_status.started(self)
 
     async def shutdown(self) -> bool:
         """Stop every worker cleanly (each finishes its matches' ticks and closes their connections
-        with 1001); False if one had to be killed after STOP_TIMEOUT_S."""
+        with 1001), all at once; False if one had to be killed after STOP_TIMEOUT_S (one that does
+        not read its channel holds neither the others nor the parent longer than that)."""
         self.closing = True
         self._closed.set()
-        for worker in self.workers:
-            if worker.link is not None:
-                await worker.link.stop()
         clean = True
         with trio.move_on_after(STOP_TIMEOUT_S) as waited:
-            for worker in self.workers:
-                while worker.state != "down":
-                    await self._state_changed.setdefault(worker.index, trio.Event()).wait()
+            async with trio.open_nursery() as stopping:
+                for worker in self.workers:
+                    stopping.start_soon(self._stop, worker)
         if waited.cancelled_caught:
             clean = False
             log.error("workers %s did not stop within %g s: killing them",
@@ -133,6 +146,13 @@ class WorkerPool:
             self._nursery.cancel_scope.cancel()  # kills what is left (see _run_once)
         return clean
 
+    async def _stop(self, worker: _Worker) -> None:
+        """Ask `worker` to stop, and wait until it is down."""
+        if worker.link is not None:
+            await worker.link.stop()
+        while worker.state != "down":
+            await self._state_changed.setdefault(worker.index, trio.Event()).wait()
+
     def _set_state(self, worker: _Worker, state: str) -> None:
         worker.state = state
         event = self._state_changed.pop(worker.index, None)
@@ -140,19 +160,26 @@ class WorkerPool:
             event.set()
 
     async def _keep(self, worker: _Worker, task_status: trio.TaskStatus[None]) -> None:
-        """Run `worker`, and again each time it exits, until the pool closes."""
+        """Run `worker`, and again each time it exits, until the pool closes. Raises
+        WorkerStartFailed if it cannot start the first time; later failures to start are retried."""
         delay = RESTART_FIRST_S
-        first = True
+        served = False
+
+        def up() -> None:
+            nonlocal served
+            if not served:
+                served = True
+                task_status.started()
+
         while True:
             started = trio.current_time()
             try:
-                code = await self._run_once(worker, task_status if first else None)
-            except WorkerStartFailed as error:
-                if first:
+                code = await self._run_once(worker, up)
+            except OSError as error:  # WorkerStartFailed, or another the system raised (EMFILE, ENOMEM)
+                if not served:
                     raise
                 code = None
                 log.error("%s could not start again: %s", worker.name, error)
-            first = False
             if self.closing:
                 self._set_state(worker, "down")
                 return
@@ -171,9 +198,13 @@ class WorkerPool:
                 return
             worker.restarts += 1
 
-    async def _run_once(self, worker: _Worker, task_status: trio.TaskStatus[None] | None) -> int:
-        """Start the worker's process, serve its channel until it closes; its exit status."""
-        parent_end, child_end = socket.socketpair()
+    async def _run_once(self, worker: _Worker, up: Callable[[], None]) -> int:
+        """Start the worker's process, call `up` once it serves, serve its channel until it closes;
+        its exit status. Raises WorkerStartFailed if it could not start."""
+        try:
+            parent_end, child_end = socket.socketpair()
+        except OSError as error:  # no file descriptor left (EMFILE, ENFILE), no memory
+            raise WorkerStartFailed(f"{worker.name}: cannot make its control channel: {error}") from None
         keep = [child_end.fileno()] + ([self.lock_fd] if self.lock_fd is not None else [])
         try:
             process = await trio.lowlevel.open_process(
@@ -184,6 +215,7 @@ class WorkerPool:
             raise WorkerStartFailed(f"{worker.name}: {error}") from None
         finally:
             child_end.close()
+        worker.process = process
         channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent_end)))
         try:
             setup = WorkerSetup(node=attrs.evolve(self.node_config, worker=worker.index, workers=len(self.workers)),
@@ -207,14 +239,15 @@ class WorkerPool:
             worker.creates_sent = 0
             worker.status = None
             worker.load = shards.Load(int(hello["hello"]["unfinished_matches"]), 0)
+            worker.answered_at = trio.current_time()
+            worker.answering = True
             link = Link(channel, worker.name)
             worker.link = link
             self._set_state(worker, "up")
             if self.closing:  # the server began to stop while this worker started
                 await link.stop()
             log.info("%s up: pid %d, WebSocket port %d", worker.name, process.pid, worker.ws_port)
-            if task_status is not None:
-                task_status.started()
+            up()
             await link.run(self._on_message)
             worker.link = None
             worker.load = None
@@ -228,6 +261,7 @@ class WorkerPool:
         finally:
             worker.link = None
             worker.load = None
+            worker.process = None
             with trio.CancelScope(shield=True):
                 if process.returncode is None:
                     process.kill()
@@ -247,12 +281,24 @@ class WorkerPool:
             except Exception:
                 log.exception("a match listener failed on %s", parsed)
 
-    async def _poll(self) -> None:
-        """Every POLL_S, each worker's load (placement) and counts (health)."""
+    async def _watch(self, worker: _Worker) -> None:
+        """Every POLL_S, the worker's load (placement) and counts (health); one that has not
+        answered for UNRESPONSIVE_S while its process runs is killed (`_keep` starts it again)."""
         while True:
-            async with trio.open_nursery() as nursery:
-                for worker in self.workers:
-                    nursery.start_soon(self._status_of, worker)
+            link = worker.link
+            if link is not None and not self.closing:
+                try:
+                    await self._status_of(worker)
+                except Exception:  # its answer made no sense (a bug): it answered, though
+                    log.exception("the status of %s", worker.name)
+                    worker.answered_at = trio.current_time()
+                silent = trio.current_time() - worker.answered_at
+                process = worker.process
+                if (worker.link is link and not self.closing and silent >= UNRESPONSIVE_S
+                        and process is not None and process.returncode is None):
+                    log.error("%s (pid %d) has not answered for %.0f s: killing it", worker.name, process.pid,
+                              silent)
+                    process.kill()
             await trio.sleep(POLL_S)
 
     async def _status_of(self, worker: _Worker) -> dict[str, int] | None:
@@ -260,10 +306,14 @@ class WorkerPool:
         if link is None:
             return None
         try:
-            status = await link.call("status")
+            status = await link.call("status", timeout=STATUS_TIMEOUT_S)
         except WorkerUnavailable:
+            if worker.link is link:
+                worker.answering = False
             return None
         if worker.link is link:
+            worker.answered_at = trio.current_time()
+            worker.answering = True
             worker.status = status
             # what it had when it answered, plus the creates sent to it that it had not answered yet
             in_flight = max(0, worker.creates_sent - status["creates_done"])
@@ -275,20 +325,21 @@ class WorkerPool:
     def owner_of(self, match_id: str) -> _Worker:
         return self.workers[shards.owner(match_id, len(self.workers))]
 
-    async def _call(self, worker: _Worker, op: str, **args: Any) -> Any:
+    async def _call(self, worker: _Worker, op: str, *, timeout: float | None = None, **args: Any) -> Any:
         link = worker.link
         if link is None:
             raise WorkerUnavailable(f"{worker.name} is " + ("stopping" if self.closing else "being restarted")
                                     + ": try again in a moment")
-        return await link.call(op, **args)
+        return await link.call(op, timeout=timeout, **args)
 
     async def _gather(self, op: str) -> list[Any]:
-        """Every running worker's answer to `op` (workers that are not up are left out)."""
+        """Every running worker's answer to `op` (workers that are not up, or do not answer within
+        STATUS_TIMEOUT_S, are left out)."""
         answers: list[Any] = []
 
         async def ask(worker: _Worker) -> None:
             try:
-                answers.append(await self._call(worker, op))
+                answers.append(await self._call(worker, op, timeout=STATUS_TIMEOUT_S))
             except WorkerUnavailable as error:
                 log.warning("%s left out of %s: %s", worker.name, op, error)
 
@@ -296,6 +347,13 @@ class WorkerPool:
             for worker in self.workers:
                 nursery.start_soon(ask, worker)
         return answers
+
+    def _placeable(self) -> list[shards.Load | None]:
+        """Each worker's load, None for those placement skips: the ones not running, and the ones
+        that did not answer their last status in time (unless no running worker did)."""
+        running = [w for w in self.workers if w.link is not None]
+        chosen = {w.index for w in running if w.answering} or {w.index for w in running}
+        return [w.load if w.index in chosen else None for w in self.workers]
 
     def ws_base(self, worker: _Worker) -> str:
         return self._ws_base(worker.index, worker.ws_port)
@@ -317,7 +375,7 @@ class WorkerPool:
             except InvalidId as error:
                 raise InvalidParams(str(error)) from None
         else:
-            chosen = shards.least_loaded([w.load if w.link is not None else None for w in self.workers])
+            chosen = shards.least_loaded(self._placeable())
             if chosen is None:
                 raise WorkerUnavailable("no worker is running: try again in a moment")
             worker = self.workers[chosen]
@@ -362,7 +420,7 @@ class WorkerPool:
 
         async def ask(worker: _Worker) -> None:
             try:
-                texts.append((worker.index, await self._call(worker, "metrics")))
+                texts.append((worker.index, await self._call(worker, "metrics", timeout=STATUS_TIMEOUT_S)))
             except WorkerUnavailable:
                 pass
 

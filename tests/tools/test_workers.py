@@ -1,6 +1,9 @@
 """A real `arbiter up --workers 2` on loopback: matches spread over both workers, clients play through
 the ws_url they were given, admin calls reach the owner, a worker killed with SIGKILL is started again
-while the other goes on, and a restarted server finds every match again."""
+while the other goes on, and a restarted server finds every match again. Then the pool in this
+process with two real workers: a worker that cannot be started again (EMFILE), one stopped with
+SIGSTOP (left out, skipped, killed, started again; its shutdown bounded; its late requests not run),
+and a request cut short."""
 
 import json
 import os
@@ -8,13 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from clients.client import ArbiterHTTP, MatchClient, State, Welcome
 
@@ -249,3 +253,174 @@ async def test_workers_of_a_parent_killed_with_sigkill_stop_before_a_new_server_
         if server.returncode is None:
             server.kill()
             await server.wait()
+
+
+# -- the pool in this process, with real workers: failures of the system and stuck workers -------
+
+def free_ws_ports(count):
+    """The first of `count` consecutive free loopback ports in 8200-8299."""
+    for first in range(8200, 8300 - count + 1):
+        with ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError("no free ports in 8200-8299")
+
+
+@pytest.fixture
+async def pool(tmp_path, nursery):
+    """A WorkerPool of 2 workers, serving; stopped at the end (any worker stopped with SIGSTOP
+    is continued first)."""
+    from gameserver.config import NodeConfig
+    from gameserver.games import builtin_games
+    from gameserver.tokens import load_or_create_secret
+    from tools.workers import WorkerPool
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    load_or_create_secret(data_dir / "secret.key")  # as tools/up.py does, before the workers read it
+    pool = WorkerPool(NodeConfig(data_dir=data_dir), builtin_games(), host="127.0.0.1", ws_port=free_ws_ports(2),
+                      workers=2, ws_base=lambda worker, port: f"ws://127.0.0.1:{port}")
+    with trio.fail_after(60):
+        await nursery.start(pool.run)
+    yield pool
+    for worker in pool.workers:
+        if worker.process is not None and worker.process.returncode is None:
+            worker.process.send_signal(signal.SIGCONT)
+    if not pool.closing:
+        with trio.fail_after(30):
+            await pool.shutdown()
+
+
+async def stop(worker):
+    """SIGSTOP `worker`'s process; returns once it is stopped."""
+    os.kill(worker.pid, signal.SIGSTOP)
+    with trio.fail_after(5):
+        while True:
+            with open(f"/proc/{worker.pid}/stat") as stat:
+                if stat.read().rpartition(")")[2].split()[0] == "T":
+                    return
+            await trio.sleep(0.001)
+
+
+async def until(pool, index, condition):
+    """Wait for `condition()` to hold, checking it at each state change of worker `index`."""
+    while not condition():
+        await pool._state_changed.setdefault(index, trio.Event()).wait()
+
+
+async def test_a_worker_that_cannot_be_started_again_is_tried_again_while_the_others_go_on(
+        pool, monkeypatch, caplog):
+    """No file descriptor left for its channel (EMFILE) when worker 1 is restarted: logged, and
+    tried again with its backoff; the parent and worker 0 go on."""
+    import errno
+    import types
+
+    import tools.workers
+
+    failures = [OSError(errno.EMFILE, "Too many open files")] * 2
+
+    def socketpair():
+        if failures:
+            raise failures.pop()
+        return socket.socketpair()
+
+    monkeypatch.setattr(tools.workers, "socket", types.SimpleNamespace(socketpair=socketpair))
+    first, other = pool.workers[1].pid, pool.workers[0].pid
+    os.kill(first, signal.SIGKILL)
+    with trio.fail_after(30):  # 0.5 + 1 + 2 s of backoff
+        await until(pool, 1, lambda: pool.workers[1].restarts == 3 and pool.workers[1].state == "up")
+    assert not failures and pool.workers[1].pid != first and pool.workers[0].pid == other
+    assert caplog.text.count("worker 1 could not start again: worker 1: cannot make its control channel") == 2
+    with trio.fail_after(10):
+        assert (await pool.health())["workers_up"] == 2
+
+
+async def test_a_stuck_worker_is_left_out_skipped_by_placement_then_killed_and_started_again(
+        pool, monkeypatch, caplog):
+    import tools.workers
+
+    monkeypatch.setattr(tools.workers, "STATUS_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(tools.workers, "UNRESPONSIVE_S", 4.0)
+    stuck = pool.workers[1]
+    first = stuck.pid
+    await stop(stuck)
+    for ask in (pool.health, pool.worker_info, pool.listing, pool.metrics, pool.unusable, pool.failed_alarms):
+        with trio.fail_after(2):  # what asks every worker answers without it, after STATUS_TIMEOUT_S
+            answer = await ask()
+        if ask == pool.health:
+            assert answer["workers"] == 2 and answer["workers_up"] == 1
+        elif ask == pool.worker_info:
+            assert [w.state for w in answer] == ["up", "starting"]
+    assert not stuck.answering
+    with trio.fail_after(10):  # new matches all go to worker 0
+        created = [await pool.create_match("arena") for _ in range(4)]
+    assert {pool.owner_of(match.match_id).index for match in created} == {0}
+    with trio.fail_after(30):  # killed after UNRESPONSIVE_S, and started again
+        await until(pool, 1, lambda: stuck.restarts == 1 and stuck.state == "up")
+    assert stuck.pid != first and "worker 1 (pid %d) has not answered for" % first in caplog.text
+    with trio.fail_after(10):
+        assert (await pool.health())["workers_up"] == 2
+
+
+async def test_a_stuck_worker_with_a_full_channel_holds_neither_the_shutdown_nor_the_other_worker(
+        pool, monkeypatch, caplog, nursery):
+    import tools.workers
+    from matchmaker.hosts import WorkerUnavailable
+
+    monkeypatch.setattr(tools.workers, "STOP_TIMEOUT_S", 3.0)
+    stuck = pool.workers[1]
+    await stop(stuck)
+
+    async def fill():  # a request larger than the socket's buffers: its send blocks
+        with pytest.raises(WorkerUnavailable):
+            await pool._call(stuck, "describe", match_id="x" * 8_000_000)
+
+    nursery.start_soon(fill)
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(10):
+        assert not await pool.shutdown()
+    assert "workers [1] did not stop within 3 s" in caplog.text  # worker 0 stopped on its own
+
+
+async def test_a_request_that_reaches_a_worker_after_its_caller_gave_up_is_not_run(pool):
+    """A create sent to a stopped worker times out; once the worker goes on, it does not create the
+    match the parent was told failed (the matchmaker would place those players again)."""
+    from matchmaker.hosts import WorkerUnavailable
+
+    stuck = pool.workers[1]
+    await stop(stuck)
+    with trio.fail_after(10):
+        with pytest.raises(WorkerUnavailable, match="did not answer within 2 s"):
+            await pool._call(stuck, "create", timeout=2, game="arena", params=None, name=None, roster=["ann", "bob"],
+                             lobby_s=None, labels=None)
+    os.kill(stuck.pid, signal.SIGCONT)
+    with trio.fail_after(10):
+        while (await pool._call(stuck, "status"))["creates_done"] < 1:  # the create was answered
+            pass
+        assert await pool._call(stuck, "listing") == []
+
+
+async def test_a_request_cut_short_breaks_the_channel_and_the_worker_stops_cleanly_and_is_started_again(
+        pool, caplog):
+    """A request larger than the socket's buffers to a stopped worker: its deadline passes in the
+    middle of the send, the parent closes the channel; the worker, once it goes on, reads the part
+    that was written, then EOF, stops cleanly (exit 0), and is started again."""
+    from matchmaker.hosts import WorkerUnavailable
+
+    stuck = pool.workers[1]
+    first = stuck.pid
+    await stop(stuck)
+    with trio.fail_after(10):
+        with pytest.raises(WorkerUnavailable):
+            await pool._call(stuck, "describe", timeout=1, match_id="x" * 8_000_000)
+    assert stuck.link is None or stuck.link.channel.broken
+    os.kill(first, signal.SIGCONT)
+    with trio.fail_after(30):
+        await until(pool, 1, lambda: stuck.restarts == 1 and stuck.state == "up")
+    assert f"worker 1 (pid {first}) exited with status 0" in caplog.text
+    with trio.fail_after(10):
+        assert (await pool.health())["workers_up"] == 2
