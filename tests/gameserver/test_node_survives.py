@@ -10,25 +10,14 @@ import trio
 from gameserver import protocol
 from gameserver.actor import InputMessage, JoinRequest
 from gameserver.config import NodeConfig
-from gameserver.game import Game
 from gameserver.games.arena import Arena
 from gameserver.node import MatchOver, Node
 from gameserver.protocol import Input
-from node_helpers import Count, Move, connection, frames, wall
+from node_helpers import Turns, connection, frames, wall
 
 
-class Base(Game):
+class Base(Turns):
     name = "base"
-    tick_rate = 0
-    max_players = 2
-    state_type = Count
-    input_type = Move
-
-    def init(self, params, ctx):
-        return Count()
-
-    def tick(self, state, inputs, ctx):
-        state.moves += len(inputs)
 
 
 async def start(tmp_path, nursery, *games, **config):
