@@ -659,13 +659,11 @@ class Actor:
         sim = self.sim
         frames: dict[tuple[Hashable, str], str | bytes] = {}
         acks_json = canonical.encode(sim.last_seq)
-        encoded: dict[str, list[str | bytes]] = {}
+        encoded: dict[str, list[str | bytes] | None] = {}
 
         def event_frames(fmt: str) -> list[str | bytes] | None:  # encoded once per format, only if someone needs it
             if fmt not in encoded:
-                texts = [protocol.encode_game_data({"t": "event", "tick": step.tick, "kind": k, "data": d}, fmt)
-                         for k, d in events]
-                encoded[fmt] = None if None in texts else texts  # type: ignore[assignment]
+                encoded[fmt] = protocol.event_frames(((step.tick, kind, data) for kind, data in events), fmt)
             return encoded[fmt]
 
         for conn in list(self.connections.values()):
@@ -699,10 +697,8 @@ class Actor:
                 continue
             welcome = self._welcome(conn)
             if conn.resume_tick is not None:
-                resumed = [protocol.encode_game_data({"t": "event", "tick": tick, "kind": kind, "data": data}, conn.fmt)
-                           for tick, kind, data in self.store.latest_events_after(conn.resume_tick,
-                                                                                   self.config.events_on_resume)]
-                event_texts = None if None in resumed else resumed
+                event_texts = protocol.event_frames(
+                    self.store.latest_events_after(conn.resume_tick, self.config.events_on_resume), conn.fmt)
             else:
                 event_texts = event_frames(conn.fmt) if events else []
             if welcome is None or event_texts is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -248,6 +249,13 @@ def encode_game_data(message: dict[str, Any], fmt: str) -> str | bytes | None:
         return msgpack.packb(message, use_bin_type=True)
     except (OverflowError, ValueError, TypeError):
         return None
+
+
+def event_frames(events: Iterable[tuple[int, str, Any]], fmt: str) -> list[str | bytes] | None:
+    """The event frames of (tick, kind, data) in `fmt`; None if msgpack cannot carry one of them."""
+    texts = [encode_game_data({"t": "event", "tick": tick, "kind": kind, "data": data}, fmt)
+             for tick, kind, data in events]
+    return None if None in texts else texts  # type: ignore[return-value]
 
 
 def error_frame(code: str, message: str, seq: int | None = None) -> dict[str, Any]:
