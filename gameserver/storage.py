@@ -505,11 +505,18 @@ class MatchStore:
     def _damaged(self, what: str, error: BaseException | None = None) -> CorruptFile:
         return CorruptFile(f"{self.path}: damaged: {what}" + (f" ({type(error).__name__}: {error})" if error else ""))
 
-    def _json_column(self, text: Any, what: str) -> Any:
+    @contextmanager
+    def _reading(self, what: Callable[[], str]) -> Iterator[None]:
+        """Damaged content met inside (DAMAGED_CONTENT) raises CorruptFile saying `what()` is damaged
+        (a function: asked only then, so that it can name the row reached)."""
         try:
-            return json.loads(text)
+            yield
         except DAMAGED_CONTENT as error:
-            raise self._damaged(f"{what} is not JSON", error) from None
+            raise self._damaged(what(), error) from None
+
+    def _json_column(self, text: Any, what: str) -> Any:
+        with self._reading(lambda: f"{what} is not JSON"):
+            return json.loads(text)
 
     def latest_snapshot(self, at_or_before: int | None = None) -> Snapshot:
         sql = "SELECT tick, state, checksum, seated, last_seq, started, timers, roster FROM snapshots"
@@ -541,7 +548,8 @@ class MatchStore:
         t = tick
         # Damaged content (not JSON, not an array of [kind, player, seq, data] arrays, a data that is not
         # JSON text) raises in the loop: caught around it, so a sound row costs nothing more.
-        try:
+        with self._reading(lambda: f"steps.commands at tick {t} is not an array of [kind, player, seq, data] "
+                                   "with data as JSON text"):
             for t, text in self.conn.execute(sql + " ORDER BY tick", args):
                 batch = []
                 for kind, player, seq, data in loads(text):
@@ -555,9 +563,6 @@ class MatchStore:
                             decoded[data] = value
                     batch.append(make(kind, player, seq, value))
                 yield t, batch
-        except DAMAGED_CONTENT as error:
-            raise self._damaged(f"steps.commands at tick {t} is not an array of [kind, player, seq, data] "
-                                "with data as JSON text", error) from None
 
     def steps_after(self, tick: int, until: int | None = None) -> dict[int, tuple[int, float, bool]]:
         """tick -> (checksum, time, ticked) for every completed step after `tick`."""
@@ -593,10 +598,8 @@ class MatchStore:
         rows = self.conn.execute(
             "SELECT key, value FROM kv AS a WHERE tick = (SELECT MAX(tick) FROM kv AS b"
             " WHERE b.key = a.key AND b.tick <= ?)", (tick,)).fetchall()
-        try:
+        with self._reading(lambda: f"a kv.value at or before tick {tick} is not JSON"):
             return {key: json.loads(value) for key, value in rows if value is not None}
-        except DAMAGED_CONTENT as error:
-            raise self._damaged(f"a kv.value at or before tick {tick} is not JSON", error) from None
 
     def events_after(self, tick: int, limit: int = 1000) -> list[tuple[int, str, Any]]:
         rows = self.conn.execute(
@@ -612,11 +615,9 @@ class MatchStore:
     def _events(self, rows: Iterator[tuple[int, str, str | None]]) -> list[tuple[int, str, Any]]:
         events = []
         t = None
-        try:
+        with self._reading(lambda: f"events.data at tick {t} is not JSON"):
             for t, kind, data in rows:
                 events.append((t, kind, json.loads(data) if data is not None else None))
-        except DAMAGED_CONTENT as error:
-            raise self._damaged(f"events.data at tick {t} is not JSON", error) from None
         return events
 
     def players(self) -> list[tuple[str, int, int | None]]:
@@ -673,10 +674,8 @@ class MatchStore:
     def connections(self) -> list[tuple[int, str, str, Any, float]]:
         rows = self.conn.execute(
             "SELECT conn_id, player_id, role, attachment, connected_at FROM connections ORDER BY conn_id")
-        try:
+        with self._reading(lambda: "a connections.attachment is not JSON"):
             return [(i, p, r, json.loads(a) if a is not None else None, at) for i, p, r, a, at in rows]
-        except DAMAGED_CONTENT as error:
-            raise self._damaged("a connections.attachment is not JSON", error) from None
 
     def write_alarms(self, writes: list[tuple[str, Alarm | None]], next_alarm_at: float | None, *,
                      connections_added: Sequence[tuple] = (), connections_removed: Sequence[int] = ()) -> None:

@@ -332,21 +332,24 @@ class WorkerPool:
                                     + ": try again in a moment")
         return await link.call(op, timeout=timeout, **args)
 
-    async def _gather(self, op: str) -> list[Any]:
-        """Every running worker's answer to `op` (workers that are not up, or do not answer within
-        STATUS_TIMEOUT_S, are left out)."""
-        answers: list[Any] = []
+    async def _gather(self, op: str) -> list[tuple[int, Any]]:
+        """(worker index, answer) for every running worker's answer to `op`, by index (workers that
+        are not up, or do not answer within STATUS_TIMEOUT_S, are left out)."""
+        answers: list[tuple[int, Any]] = []
 
         async def ask(worker: _Worker) -> None:
             try:
-                answers.append(await self._call(worker, op, timeout=STATUS_TIMEOUT_S))
+                answers.append((worker.index, await self._call(worker, op, timeout=STATUS_TIMEOUT_S)))
             except WorkerUnavailable as error:
                 log.warning("%s left out of %s: %s", worker.name, op, error)
 
         async with trio.open_nursery() as nursery:
             for worker in self.workers:
                 nursery.start_soon(ask, worker)
-        return answers
+        return sorted(answers, key=lambda pair: pair[0])
+
+    async def _answers(self, op: str) -> list[Any]:
+        return [answer for _index, answer in await self._gather(op)]
 
     def _placeable(self) -> list[shards.Load | None]:
         """Each worker's load, None for those placement skips: the ones not running, and the ones
@@ -398,36 +401,25 @@ class WorkerPool:
         return await self._call(self.owner_of(match_id), "logged_inputs", match_id=match_id)
 
     async def listing(self) -> list[MatchSummary]:
-        return [MatchSummary(**summary) for answer in await self._gather("listing") for summary in answer]
+        return [MatchSummary(**summary) for answer in await self._answers("listing") for summary in answer]
 
     async def failed_alarms(self) -> list[tuple[str, Alarm]]:
-        found = [(match_id, Alarm(**alarm)) for answer in await self._gather("failed_alarms")
+        found = [(match_id, Alarm(**alarm)) for answer in await self._answers("failed_alarms")
                  for match_id, alarm in answer]
         return sorted(found, key=lambda pair: (pair[1].due, pair[0], pair[1].name))
 
     async def unusable(self) -> list[BrokenFile]:
-        return sorted((BrokenFile(**b) for answer in await self._gather("unusable") for b in answer),
+        return sorted((BrokenFile(**b) for answer in await self._answers("unusable") for b in answer),
                       key=lambda b: b.path)
 
     async def health(self) -> dict[str, int]:
-        answers = [a for a in await self._gather("status")]
+        answers = await self._answers("status")
         totals = {key: sum(a[key] for a in answers) for key in ("live_matches", "hibernated_matches",
                                                                 "unfinished_matches", "unusable_files", "connections")}
         return {**totals, "workers": len(self.workers), "workers_up": len(answers)}
 
     async def metrics(self) -> bytes:
-        texts: list[tuple[int, str]] = []
-
-        async def ask(worker: _Worker) -> None:
-            try:
-                texts.append((worker.index, await self._call(worker, "metrics", timeout=STATUS_TIMEOUT_S)))
-            except WorkerUnavailable:
-                pass
-
-        async with trio.open_nursery() as nursery:
-            for worker in self.workers:
-                nursery.start_soon(ask, worker)
-        return merge_metrics(sorted(texts), up=[w.link is not None for w in self.workers],
+        return merge_metrics(await self._gather("metrics"), up=[w.link is not None for w in self.workers],
                              restarts=[w.restarts for w in self.workers])
 
     async def worker_info(self) -> list[WorkerInfo]:
