@@ -46,7 +46,8 @@ class WorkerInfo:
 
     worker: int
     pid: int | None  # None: not running now
-    state: str  # "up", "starting" (again, after it exited) or "down" (stopped with the server)
+    state: str  # "up", "unresponsive" (running, its last call timed out), "starting" (again, after it
+    # exited) or "down" (stopped with the server)
     ws_url: str
     restarts: int
     live_matches: int | None  # None: not known (not up)

@@ -15,9 +15,15 @@ its matches answer 503 `worker_unavailable` and placement skips it.
 A worker that stops answering (stopped with SIGSTOP, deadlocked) holds nobody for long: every call
 has a deadline (tools/control_link.py), the calls that ask every worker (health, metrics, listings)
 a short one, STATUS_TIMEOUT_S, and leave it out; each worker is polled in a task of its own, and
-placement skips a worker that did not answer its last poll in time. One that has not answered for
-UNRESPONSIVE_S while its process runs is killed (logged at ERROR) and started again like any
-worker that exited; its matches recover from their files.
+a worker whose last call (its status poll, or any other) went unanswered past its deadline is
+`unresponsive` until it answers again: placement skips it, its listing says so and
+arbiter_workers_up leaves it out. One that has not answered for UNRESPONSIVE_S while its process
+runs is killed (logged at ERROR) and started again like any worker that exited; its matches recover
+from their files.
+
+A worker's state (its listing, arbiter_workers_up): `up` (running and answering), `unresponsive`
+(running, but its last call timed out), `starting` (being started, or started again after it
+exited) or `down` (stopped with the server).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ STOP_TIMEOUT_S = 15.0  # from asking a worker to stop to its exit; then it is ki
 EXIT_AFTER_EOF_S = 10.0  # a worker whose channel closed but that did not exit is killed after this
 POLL_S = 1.0  # how often each worker's load is asked for
 STATUS_TIMEOUT_S = 5.0  # a worker that has not answered a status, metrics or listing call by then is left out
-UNRESPONSIVE_S = 30.0  # a running worker whose status went unanswered this long is killed (and started again)
+UNRESPONSIVE_S = 30.0  # a running worker that answered no call this long is killed (and started again)
 RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
 STABLE_S = 60.0  # a worker that ran this long before it exited is restarted after RESTART_FIRST_S again
@@ -79,8 +85,8 @@ class _Worker:
     creates_sent: int = 0  # since this process started
     load: shards.Load | None = None  # None: not known (not up)
     status: dict[str, int] | None = None  # the last status it reported
-    answered_at: float = 0.0  # trio time of its last status answer (or of its hello)
-    answering: bool = True  # whether it answered its last status call within STATUS_TIMEOUT_S
+    answered_at: float = 0.0  # trio time of its last answer to a call (or of its hello)
+    answering: bool = True  # False from a call it did not answer within its deadline to its next answer
 
     @property
     def name(self) -> str:
@@ -289,9 +295,8 @@ class WorkerPool:
             if link is not None and not self.closing:
                 try:
                     await self._status_of(worker)
-                except Exception:  # its answer made no sense (a bug): it answered, though
+                except Exception:  # its answer made no sense (a bug): it answered, though (see _ask)
                     log.exception("the status of %s", worker.name)
-                    worker.answered_at = trio.current_time()
                 silent = trio.current_time() - worker.answered_at
                 process = worker.process
                 if (worker.link is link and not self.closing and silent >= UNRESPONSIVE_S
@@ -306,14 +311,10 @@ class WorkerPool:
         if link is None:
             return None
         try:
-            status = await link.call("status", timeout=STATUS_TIMEOUT_S)
+            status = await self._ask(worker, link, "status", timeout=STATUS_TIMEOUT_S)
         except WorkerUnavailable:
-            if worker.link is link:
-                worker.answering = False
             return None
         if worker.link is link:
-            worker.answered_at = trio.current_time()
-            worker.answering = True
             worker.status = status
             # what it had when it answered, plus the creates sent to it that it had not answered yet
             in_flight = max(0, worker.creates_sent - status["creates_done"])
@@ -330,7 +331,43 @@ class WorkerPool:
         if link is None:
             raise WorkerUnavailable(f"{worker.name} is " + ("stopping" if self.closing else "being restarted")
                                     + ": try again in a moment")
-        return await link.call(op, timeout=timeout, **args)
+        return await self._ask(worker, link, op, timeout=timeout, **args)
+
+    async def _ask(self, worker: _Worker, link: Link, op: str, *, timeout: float | None, **args: Any) -> Any:
+        """`link.call`, noting whether `worker` answers: any answer (an error too) makes it
+        answering; a call whose deadline passed while its channel stayed open makes it not answering
+        (placement skips it, its state is `unresponsive`) until its next answer. Nothing is noted once
+        `link` is no longer the worker's (it was started again meanwhile)."""
+        try:
+            answer = await link.call(op, timeout=timeout, **args)
+        except WorkerUnavailable:
+            if worker.link is link and not link.closed:  # not answered in time (a closed link: it is gone)
+                worker.answering = False
+            raise
+        except Exception:  # a NodeError or WorkerError: its answer
+            self._answered(worker, link)
+            raise
+        self._answered(worker, link)
+        return answer
+
+    def _answered(self, worker: _Worker, link: Link) -> None:
+        if worker.link is link:
+            worker.answered_at = trio.current_time()
+            worker.answering = True
+
+    @staticmethod
+    def _running(worker: _Worker) -> bool:
+        """Whether its process serves its channel (answering or not)."""
+        link = worker.link
+        return link is not None and not link.closed and not link.channel.broken
+
+    def _state(self, worker: _Worker) -> str:
+        """up, unresponsive, starting or down (see the module's description)."""
+        if self._running(worker) and worker.answering:
+            return "up"
+        if self.closing:
+            return "down"
+        return "unresponsive" if self._running(worker) else "starting"
 
     async def _gather(self, op: str) -> list[tuple[int, Any]]:
         """(worker index, answer) for every running worker's answer to `op`, by index (workers that
@@ -352,9 +389,10 @@ class WorkerPool:
         return [answer for _index, answer in await self._gather(op)]
 
     def _placeable(self) -> list[shards.Load | None]:
-        """Each worker's load, None for those placement skips: the ones not running, and the ones
-        that did not answer their last status in time (unless no running worker did)."""
-        running = [w for w in self.workers if w.link is not None]
+        """Each worker's load, None for those placement skips: the ones not running, and the
+        unresponsive ones, that did not answer their last call in time (unless no running worker
+        answers)."""
+        running = [w for w in self.workers if self._running(w)]
         chosen = {w.index for w in running if w.answering} or {w.index for w in running}
         return [w.load if w.index in chosen else None for w in self.workers]
 
@@ -419,7 +457,8 @@ class WorkerPool:
         return {**totals, "workers": len(self.workers), "workers_up": len(answers)}
 
     async def metrics(self) -> bytes:
-        return merge_metrics(await self._gather("metrics"), up=[w.link is not None for w in self.workers],
+        texts = await self._gather("metrics")  # first: what it asks updates who answers
+        return merge_metrics(texts, up=[self._state(w) == "up" for w in self.workers],
                              restarts=[w.restarts for w in self.workers])
 
     async def worker_info(self) -> list[WorkerInfo]:
@@ -434,9 +473,12 @@ class WorkerPool:
         infos = []
         for worker in self.workers:
             status = statuses.get(worker.index)
-            up = worker.link is not None and status is not None
+            state = self._state(worker)
+            if state == "up" and status is None:  # started again while it was asked: no counts yet
+                state = "down" if self.closing else "starting"
+            up = state == "up"
             infos.append(WorkerInfo(
-                worker=worker.index, pid=worker.pid, state="up" if up else ("down" if self.closing else "starting"),
+                worker=worker.index, pid=worker.pid, state=state,
                 ws_url=self.ws_base(worker), restarts=worker.restarts,
                 live_matches=status["live_matches"] if up else None,
                 unfinished_matches=status["unfinished_matches"] if up else None,
@@ -446,7 +488,8 @@ class WorkerPool:
 
 def merge_metrics(texts: list[tuple[int, str]], *, up: list[bool], restarts: list[int]) -> bytes:
     """Every worker's series with a `worker` label added (sum them for the server's totals), and
-    the parent's own: arbiter_workers_up, arbiter_worker_restarts_total{worker}."""
+    the parent's own: arbiter_workers_up (how many `up` says are: running and answering),
+    arbiter_worker_restarts_total{worker}."""
     families: dict[str, Metric] = {}
     for index, text in texts:
         for family in text_string_to_metric_families(text):
@@ -456,7 +499,8 @@ def merge_metrics(texts: list[tuple[int, str]], *, up: list[bool], restarts: lis
             for sample in family.samples:
                 merged.add_sample(sample.name, {**sample.labels, "worker": str(index)}, sample.value,
                                   sample.timestamp, sample.exemplar)
-    running = Metric("arbiter_workers_up", "Worker processes running (arbiter up --workers N)", "gauge")
+    running = Metric("arbiter_workers_up", "Worker processes running and answering (arbiter up --workers N)",
+                     "gauge")
     running.add_sample("arbiter_workers_up", {}, float(sum(up)))
     restarted = Metric("arbiter_worker_restarts", "Times a worker process was started again after it exited",
                        "counter")

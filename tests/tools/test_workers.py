@@ -2,8 +2,8 @@
 the ws_url they were given, admin calls reach the owner, a worker killed with SIGKILL is started again
 while the other goes on, and a restarted server finds every match again. Then the pool in this
 process with two real workers: a worker that cannot be started again (EMFILE), one stopped with
-SIGSTOP (left out, skipped, killed, started again; its shutdown bounded; its late requests not run),
-and a request cut short."""
+SIGSTOP (left out, unresponsive, skipped, killed, started again; its shutdown bounded; its late
+requests not run), and a request cut short."""
 
 import json
 import os
@@ -354,7 +354,10 @@ async def test_a_stuck_worker_is_left_out_skipped_by_placement_then_killed_and_s
         if ask == pool.health:
             assert answer["workers"] == 2 and answer["workers_up"] == 1
         elif ask == pool.worker_info:
-            assert [w.state for w in answer] == ["up", "starting"]
+            assert [w.state for w in answer] == ["up", "unresponsive"]
+            assert answer[1].pid == first and answer[1].live_matches is None
+        elif ask == pool.metrics:
+            assert b"\narbiter_workers_up 1.0\n" in answer
     assert not stuck.answering
     with trio.fail_after(10):  # new matches all go to worker 0
         created = [await pool.create_match("arena") for _ in range(4)]
