@@ -26,7 +26,8 @@ from .canonical import encode, flat_key
 from . import alarms as alarm_math
 from .alarms import Alarm
 from .records import Snapshot, StepRecord
-from .simulation import CANCELLED, ENDED
+from .protocol import MAX_SEQ
+from .simulation import CANCELLED, ENDED, INPUT, KINDS
 from .simulation import Command, make_command
 
 SCHEMA_VERSION = 5
@@ -199,7 +200,7 @@ class OlderSchema(MatchFileError):
 
 class CorruptFile(MatchFileError):
     """SQLite says the file is damaged, or it lacks what every match file has, or it holds what
-    Arbiter never writes (a JSON column that is not JSON, a log entry of the wrong shape)."""
+    Arbiter never writes (a JSON column that is not JSON, a log entry of the wrong shape or type)."""
 
 
 # What `json.loads`, and unpacking what it returned, raise on damaged content that SQLite itself
@@ -542,17 +543,24 @@ class MatchStore:
         if until is not None:
             sql += " AND tick <= ?"
             args = (tick, until)
-        loads, make = json.loads, make_command
+        loads, make, kinds = json.loads, make_command, _KINDS
         decoded: dict[str, Any] = {}  # an input's JSON text -> its decoded object, for flat objects (they repeat)
         known = decoded.get
         t = tick
-        # Damaged content (not JSON, not an array of [kind, player, seq, data] arrays, a data that is not
-        # JSON text) raises in the loop: caught around it, so a sound row costs nothing more.
+        # Damaged content (not JSON, not what `_command_json` writes, a data that is not JSON text) raises
+        # in the loop: caught around it, so a sound row costs a type check per field and nothing more.
         with self._reading(lambda: f"steps.commands at tick {t} is not an array of [kind, player, seq, data] "
-                                   "with data as JSON text"):
+                                   "as Arbiter writes them"):
             for t, text in self.conn.execute(sql + " ORDER BY tick", args):
+                commands = loads(text)
+                if type(commands) is not list or not commands:
+                    raise ValueError(_wrong_commands(commands))
                 batch = []
-                for kind, player, seq, data in loads(text):
+                for kind, player, seq, data in commands:
+                    # What `_command_json` writes (see `_wrong_commands`). A JSON object or string of 4 members
+                    # unpacks too, into str keys or characters: its seq is not an int, so only an array passes.
+                    if type(seq) is not int or not 0 <= seq <= MAX_SEQ or type(player) is not str or kind not in kinds:
+                        raise ValueError(_wrong_commands(commands))
                     value = known(data)  # None for a null data too
                     if value is None and data is not None:
                         value = loads(data)
@@ -582,15 +590,22 @@ class MatchStore:
         return [Alarm(name, due, retries, bool(failed), error) for name, due, retries, failed, error in rows]
 
     def logged_inputs(self) -> dict[str, list[list[int]]]:
-        """Each player's logged input seqs, as sorted [first, last] ranges of consecutive seqs."""
+        """Each player's logged input seqs, as sorted [first, last] ranges of consecutive seqs (read
+        through `commands_after`, so a damaged log raises `CorruptFile` here too)."""
+        seqs: dict[str, list[int]] = {}
+        for _tick, batch in self.commands_after(0):
+            for command in batch:
+                if command.kind == INPUT:
+                    seqs.setdefault(command.player, []).append(command.seq)
         ranges: dict[str, list[list[int]]] = {}
-        for player, seq in self.conn.execute(
-                "SELECT player_id, seq FROM inputs WHERE kind = 'input' ORDER BY player_id, seq"):  # (a view)
-            runs = ranges.setdefault(player, [])
-            if runs and seq <= runs[-1][1] + 1:
-                runs[-1][1] = max(runs[-1][1], seq)
-            else:
-                runs.append([seq, seq])
+        for player in sorted(seqs):
+            runs: list[list[int]] = []
+            ranges[player] = runs
+            for seq in sorted(seqs[player]):
+                if runs and seq <= runs[-1][1] + 1:
+                    runs[-1][1] = max(runs[-1][1], seq)
+                else:
+                    runs.append([seq, seq])
         return ranges
 
     def kv_at(self, tick: int) -> dict[str, Any]:
@@ -841,6 +856,39 @@ def _command_json(kind: str, player: str, seq: int, data_json: str | None) -> st
 
 def _commands_json(commands: list[str]) -> str:
     return f"[{','.join(commands)}]"
+
+
+# What a step's `commands` holds, as `commit_step` writes it, checked by `commands_after`: a non-empty
+# array (a step without commands has NULL) of [kind, player, seq, data], with a kind of the
+# simulation's, a player id string, a seq from 0 (joins, leaves, alarms) to the protocol's MAX_SEQ (a
+# client's inputs, from 1), and the data as JSON text or null (any JSON value once decoded).
+_KINDS = (INPUT, *(kind for kind in KINDS if kind != INPUT))  # the kind logged most, first: one comparison
+
+
+def _wrong_commands(commands: Any) -> str:
+    """What is wrong in a step's decoded `commands`, which `commands_after` refused (for CorruptFile's
+    message): the first thing that is not what `commit_step` writes."""
+    if type(commands) is not list:
+        return f"{_shown(commands)}, not an array"
+    if not commands:
+        return "an empty array"
+    for i, command in enumerate(commands):
+        if type(command) is not list or len(command) != 4:
+            return f"command {i} is {_shown(command)}, not [kind, player, seq, data]"
+        kind, player, seq, _data = command
+        if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+            return f"command {i}'s seq is {_shown(seq)}, not an integer from 0 to {MAX_SEQ}"
+        if type(player) is not str:
+            return f"command {i}'s player is {_shown(player)}, not a string"
+        if kind not in KINDS:
+            return f"command {i}'s kind is {_shown(kind)}, not one of {', '.join(KINDS)}"
+    return "a command of the wrong shape"
+
+
+def _shown(value: Any) -> str:
+    """A decoded JSON value, as JSON (cut at 60 characters) with its Python type."""
+    text = json.dumps(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(value).__name__})"
 
 
 def _input_json(data: Any) -> str | None:

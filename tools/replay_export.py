@@ -35,18 +35,18 @@ def records(store: MatchStore) -> Iterator[dict[str, Any]]:
     conn = store.conn
     ticks = ((t, 0, 0, {"type": "tick", "tick": t, "at": at, "ticked": bool(ticked), "checksum": c})
              for t, c, at, ticked in conn.execute("SELECT tick, checksum, at, ticked FROM checksums ORDER BY tick"))
-    inputs = ((t, 1, i, {"type": "input", "tick": t, "idx": i, "kind": kind, "player": player, "seq": seq,
-                         "data": _json(data)})
-              for t, i, kind, player, seq, data in conn.execute(
-                  "SELECT tick, idx, kind, player_id, seq, data FROM inputs ORDER BY tick, idx"))
+    # the log through the reader that checks each command against what Arbiter writes (CorruptFile if not)
+    inputs = ((t, 1, i, {"type": "input", "tick": t, "idx": i, "kind": c.kind, "player": c.player, "seq": c.seq,
+                         "data": c.data})
+              for t, batch in store.commands_after(0) for i, c in enumerate(batch))
     events = ((t, 2, i, {"type": "event", "tick": t, "idx": i, "kind": kind, "data": _json(data)})
               for t, i, kind, data in conn.execute("SELECT tick, idx, kind, data FROM events ORDER BY tick, idx"))
     try:
         for _t, _order, _idx, record in heapq.merge(ticks, inputs, events, key=lambda row: row[:3]):
             yield record
-    except DAMAGED_CONTENT as error:  # a logged input's or an event's data that is not JSON text
-        raise CorruptFile(f"{store.path}: damaged: a logged input's data (steps.commands) or an event's "
-                          f"(events.data) is not JSON ({type(error).__name__}: {error})") from None
+    except DAMAGED_CONTENT as error:  # an event's data that is not JSON text
+        raise CorruptFile(f"{store.path}: damaged: an event's data (events.data) is not JSON "
+                          f"({type(error).__name__}: {error})") from None
 
 
 def export(store: MatchStore, fmt: str, out: TextIO, progress: Progress | None = None) -> dict[str, int]:

@@ -11,7 +11,8 @@ from gameserver import storage
 from gameserver.games.arena import Arena, Params
 from gameserver.records import step_record
 from gameserver.recovery import Diverged, create_match_file, restore
-from gameserver.simulation import INPUT, JOIN, Command
+from gameserver.protocol import MAX_SEQ
+from gameserver.simulation import INPUT, JOIN, KINDS, Command
 from gameserver.storage import MatchExists, MatchStore, NewerSchema, NotAMatchFile
 
 MATCH = "0" * 26
@@ -384,8 +385,12 @@ def test_input_json_is_the_canonical_encoding_cached_or_not(data):
                 assert storage._input_json(other) == storage._json(other)
 
 
-LOGGED = st.lists(st.lists(st.tuples(st.sampled_from(["input", "join", "leave", "timer"]), st.sampled_from(["a", "b"]),
-                                     st.integers(0, 9),
+# Commands as the runtime can log them: every kind, a player id, a seq from 0 to the protocol's MAX_SEQ
+# (so that the readers' checks of a command's types refuse nothing the writer writes). No NUL in a
+# player id: the `inputs` view's json_extract ends a string there.
+LOGGED = st.lists(st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from(["a", "b"])
+                                     | st.text(st.characters(blacklist_characters="\x00"), max_size=6),
+                                     st.integers(0, 9) | st.sampled_from([0, MAX_SEQ]) | st.integers(0, MAX_SEQ),
                                      st.none() | st.sampled_from([{"dx": 1, "dy": 0}, {"dx": -1, "dy": 0.5}])
                                      | st.dictionaries(st.text(max_size=2), st.integers() | st.lists(st.integers(),
                                                                                                        max_size=2),

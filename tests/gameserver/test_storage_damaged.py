@@ -1,11 +1,15 @@
-"""Damaged content that SQLite itself accepts (text that is not JSON, values of the wrong shape, rows
-removed from the log): every reader says `CorruptFile` naming what is damaged, recovery refuses to
-re-simulate past a hole in the log, and a node starts beside such a file and refuses only it."""
+"""Damaged content that SQLite itself accepts (text that is not JSON, values of the wrong shape or
+type, rows removed from the log): every reader says `CorruptFile` naming what is damaged, recovery
+refuses to re-simulate past a hole in the log or a logged command of the wrong type, and a node
+starts beside such a file and refuses only it."""
 
 import hashlib
+import json
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gameserver import storage
 from gameserver.config import NodeConfig
@@ -17,7 +21,7 @@ from gameserver.simulation import INPUT, Command
 from gameserver.storage import CorruptFile, MatchStore
 from node_helpers import wall
 from test_storage import new_file, play
-from match_files import alter
+from match_files import WRONG_COMMANDS, alter, wrong_command, wrong_commands
 
 OTHER = "1" * 26
 
@@ -102,6 +106,61 @@ def test_commands_read_back_whole_before_the_damaged_tick(played):
         assert read == list(range(1, 30))
     finally:
         store.close()
+
+
+# -- logged commands of the wrong type ------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", WRONG_COMMANDS)
+def test_a_command_of_the_wrong_type_is_a_corrupt_file_naming_its_tick(played, damage):
+    """Before: read back as written, then re-simulated by recovery: a divergence, or the game's code
+    raising (a str seq compared with an int), so the game was blamed for a damaged file."""
+    path, _sim = played
+    alter(path, wrong_command(damage, 33))
+    before = digest(path)
+    store = _open(path)
+    try:
+        read = []
+        with pytest.raises(CorruptFile) as caught:
+            for tick, _batch in store.commands_after(0):
+                read.append(tick)
+        assert read == list(range(1, 33))  # the rows before it, as they were written
+        assert f"{path}: damaged: steps.commands at tick 33 is not " in str(caught.value)
+        with pytest.raises(CorruptFile) as caught:  # from the snapshot at tick 30
+            restore(store, Arena(), until=35)
+        assert type(caught.value) is CorruptFile and "damaged: steps.commands at tick 33 " in str(caught.value)
+        assert [t for t, _ in store.commands_after(33)] == list(range(34, 61))  # the rows after it too
+    finally:
+        store.close()
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize("damage", WRONG_COMMANDS)
+def test_the_logged_input_ranges_refuse_a_command_of_the_wrong_type(played, damage):
+    """Before: ranges with a str seq in them, a TypeError, or the command left out as not an input."""
+    path, _sim = played
+    assert _read(path, lambda store: store.logged_inputs()) == {"a": [[1, 59]], "b": [[1, 59]]}
+    alter(path, wrong_command(damage, 33))
+    with pytest.raises(CorruptFile, match="damaged: steps.commands at tick 33 "):
+        _read(path, lambda store: store.logged_inputs())
+
+
+@pytest.fixture(scope="module")
+def one_file(tmp_path_factory):
+    """A match file of 12 ticks, and its commands at tick 5 as written."""
+    path, _meta, sim = new_file(tmp_path_factory.mktemp("wrong"), snapshot_every=10)
+    play(path, sim, 12)
+    text = _read(path, lambda store: store.conn.execute("SELECT commands FROM steps WHERE tick = 5").fetchone()[0])
+    return path, json.loads(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_command_of_the_wrong_type_is_a_corrupt_file(one_file, data):
+    path, sound = one_file
+    damaged = data.draw(wrong_commands(sound))
+    alter(path, ("UPDATE steps SET commands = ? WHERE tick = 5", (json.dumps(damaged),)))
+    with pytest.raises(CorruptFile, match=f"{path}: damaged: steps.commands at tick 5 is not "):
+        _read(path, lambda store: list(store.commands_after(4)))
 
 
 def other_file(data_dir, *damage):
@@ -192,6 +251,26 @@ async def test_a_node_refuses_to_activate_a_match_with_a_hole_in_its_log(played,
         with pytest.raises(MatchUnavailable, match="tick 63 is missing from the log"):
             await node.actor("0" * 26)
         assert "tick 63 is missing from the log" in node.broken[str(path)].reason
+        assert "0" * 26 not in node.unfinished
+        assert digest(path) == before
+    finally:
+        await node.shutdown()
+
+
+@pytest.mark.parametrize("damage", ["seq a string", "kind unknown", "player a number", "an empty array"])
+async def test_a_node_refuses_to_activate_a_match_with_a_command_of_the_wrong_type(played, tmp_path, nursery, damage):
+    """Before: recovery re-ran the command and the match was refused as a crash of the game's code
+    (`GameCrashed ... TypeError`) or as a divergence, not as a damaged file."""
+    path, sim = played
+    play(path, sim, 5)  # to tick 65: recovery starts from the snapshot at 60
+    alter(path, wrong_command(damage, 63))
+    before = digest(path)
+    node = Node(NodeConfig(data_dir=tmp_path, snapshot_every=5), {"arena": Arena}, offload=False, wall_clock=wall)
+    await nursery.start(node.run)
+    try:
+        with pytest.raises(MatchUnavailable, match="cannot be loaded: damaged: steps.commands at tick 63 "):
+            await node.actor("0" * 26)
+        assert "damaged: steps.commands at tick 63 " in node.broken[str(path)].reason
         assert "0" * 26 not in node.unfinished
         assert digest(path) == before
     finally:

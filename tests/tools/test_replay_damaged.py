@@ -1,6 +1,7 @@
 """`arbiter replay` on files with damaged content SQLite accepts (exit 2 with a message, never a
-traceback), on holes in the input log (a divergence, not ticks counted unchecked), with a reader of
-stdout that left (`| head`), and with a `--game` module that raises on import."""
+traceback; logged commands of the wrong type included), on holes in the input log (a divergence,
+not ticks counted unchecked), with a reader of stdout that left (`| head`), and with a `--game`
+module that raises on import."""
 
 import contextlib
 import io
@@ -13,7 +14,7 @@ from gameserver import storage
 from gameserver.games.arena import Arena, Params
 from tools.cli import main
 from test_replay import MATCH, arena_batches, digest, record, replay
-from match_files import alter
+from match_files import WRONG_COMMANDS, alter, wrong_command
 
 
 @pytest.fixture
@@ -44,6 +45,22 @@ def test_damaged_content_exits_2_with_a_message(ended, damage, actions, words):
         code, out, err = replay(action, ended, *extra)
         assert code == 2 and (out == "" or action == "export"), (action, code, err)  # export: the records before
         assert err.startswith(f"arbiter replay {action}: ") and words in err and "Traceback" not in err, (action, err)
+    assert digest(ended) == before
+
+
+@pytest.mark.parametrize("damage", WRONG_COMMANDS)
+def test_a_command_of_the_wrong_type_exits_2_naming_its_tick(ended, damage):
+    """Before: exit 1, `DIVERGED at tick 5` (the game blamed: non-determinism, or "game code raised on
+    replay" for a str seq), or for state a re-simulation that diverged; export wrote the command out."""
+    alter(ended, wrong_command(damage, 5))
+    before = digest(ended)
+    for action, extra in (("verify", ()), ("verify", ("--json",)), ("state", ("--tick", "5")), ("export", ())):
+        code, out, err = replay(action, ended, *extra)
+        assert code == 2 and (out == "" or action == "export"), (action, extra, code, out)  # export: the records before
+        assert '"type":"input","tick":5,' not in out  # export: the damaged command is not written out
+        assert err.startswith(f"arbiter replay {action}: ") and "Traceback" not in err, (action, err)
+        assert f"{ended}: damaged: steps.commands at tick 5 is not " in err, (action, err)
+    assert replay("state", ended, "--tick", "4")[0] == 0  # before it: rebuilt as ever
     assert digest(ended) == before
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from gameserver import protocol
 from test_replay_watch import MATCH, Closed, arena_batches, record, streams_for, token, watching
+from match_files import wrong_command
 
 
 def alter(path, statement):
@@ -39,6 +40,12 @@ async def test_a_file_that_cannot_start_closes_with_4004(tmp_path, autojump_cloc
     ("UPDATE steps SET commands = '[[\"input\", \"p1\", 24, 5]]' WHERE tick = 25", "steps.commands at tick 25"),
     ("UPDATE steps SET commands = 'not json' WHERE tick = 25", "steps.commands at tick 25"),
     ("DELETE FROM steps WHERE tick = 25", "tick 25 is missing from the log"),  # before: played on, unchecked
+    # before: "the game's code raised on replay at tick 25", with the game's traceback logged
+    (wrong_command("seq a string", 25), "damaged: steps.commands at tick 25 is not "),
+    # before: "the replay diverged from the recording at tick 25"
+    (wrong_command("kind unknown", 25), "damaged: steps.commands at tick 25 is not "),
+    (wrong_command("seq true", 25), "damaged: steps.commands at tick 25 is not "),
+    (wrong_command("player a number", 25), "damaged: steps.commands at tick 25 is not "),
     ("UPDATE events SET data = '{' WHERE kind = 'end'", "events.data at tick 41"),
 ])
 async def test_a_file_that_fails_part_way_closes_with_1011(tmp_path, autojump_clock, caplog, damage, why):
