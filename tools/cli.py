@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.bench_sweep import add_parser as add_bench_sweep
 
     add_bench_sweep(workloads)
+    from tools.bench_floor import add_parser as add_bench_floor
+
+    add_bench_floor(workloads)
     add_replay(commands)
     from tools.soak import add_parser as add_soak
 
@@ -238,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools.bench_attack import run_cli as run_bench_attack
 
         return run_bench_attack(args)
+    if args.command == "bench" and args.workload == "floor":
+        from tools.bench_floor import run_cli as run_bench_floor
+
+        return run_bench_floor(args)
     if args.command == "bench" and args.workload == "replay":
         from tools.bench_replay import run_cli as run_bench_replay
 
