@@ -71,6 +71,10 @@ DAMAGE = [
     ("UPDATE steps SET commands = '[[\"input\", \"a\", 4, 5]]' WHERE tick = 5",  # data that is not JSON text
      _commands, "steps.commands at tick 5"),
     ("UPDATE steps SET commands = '7' WHERE tick = 5", _commands, "steps.commands at tick 5"),
+    *((f"UPDATE steps SET {change} WHERE tick = 7", lambda p: _read(p, lambda s: s.steps_after(0)),
+       "steps at tick 7 has a checksum, time or ticked of the wrong type")
+      for change in ("checksum = 'abc'", "checksum = 1.5", "checksum = x'00'", "at = 'noon'", "at = x'01'",
+                     "ticked = 2", "ticked = 'yes'")),
     ("UPDATE events SET data = 'garbage' WHERE tick = 1", lambda p: _read(p, lambda s: s.events_after(0)),
      "events.data at tick 1 is not JSON"),
     ("UPDATE events SET data = 'garbage' WHERE tick = 1", lambda p: _read(p, lambda s: s.latest_events_after(0, 10)),

@@ -35,6 +35,8 @@ def ended(tmp_path):
     ("UPDATE steps SET commands = '[[\"input\", \"p1\", 4, 5]]' WHERE tick = 5", ("verify", "export"),
      "steps.commands"),
     ("UPDATE snapshots SET seated = 'x' WHERE tick = 0", ("verify", "state"), "snapshots.seated at tick 0"),
+    ("UPDATE steps SET checksum = 'abc' WHERE tick = 5", ("verify",), "steps at tick 5 has a checksum"),
+    ("UPDATE steps SET at = 'noon' WHERE tick = 5", ("verify", "state"), "steps at tick 5 has a checksum"),
     ("UPDATE events SET data = 'garbage' WHERE kind = 'end'", ("export",), "events.data"),
 ])
 def test_damaged_content_exits_2_with_a_message(ended, damage, actions, words):
