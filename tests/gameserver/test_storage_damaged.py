@@ -244,38 +244,39 @@ async def test_a_node_starts_beside_a_file_with_damaged_content_and_reports_it(p
         await node.shutdown()
 
 
-async def test_a_node_refuses_to_activate_a_match_with_a_hole_in_its_log(played, tmp_path, nursery):
+async def _refused_on_activation(played, data_dir, nursery, damage, words):
+    """The match's file, damaged at tick 63 past its last snapshot, is refused when the node
+    activates it, reported as unusable (naming `words`) and left as it was."""
     path, sim = played
     play(path, sim, 5)  # to tick 65: recovery starts from the snapshot at 60
-    alter(path, "DELETE FROM steps WHERE tick = 63")
+    alter(path, damage)
     before = digest(path)
-    node = Node(NodeConfig(data_dir=tmp_path, snapshot_every=5), {"arena": Arena}, offload=False, wall_clock=wall)
+    node = Node(NodeConfig(data_dir=data_dir, snapshot_every=5), {"arena": Arena}, offload=False, wall_clock=wall)
     await nursery.start(node.run)
     try:
-        with pytest.raises(MatchUnavailable, match="tick 63 is missing from the log"):
+        with pytest.raises(MatchUnavailable, match=words):
             await node.actor("0" * 26)
-        assert "tick 63 is missing from the log" in node.broken[str(path)].reason
+        assert words in node.broken[str(path)].reason
         assert "0" * 26 not in node.unfinished
         assert digest(path) == before
     finally:
         await node.shutdown()
+
+
+async def test_a_node_refuses_to_activate_a_match_with_a_hole_in_its_log(played, tmp_path, nursery):
+    await _refused_on_activation(played, tmp_path, nursery, "DELETE FROM steps WHERE tick = 63",
+                                 "tick 63 is missing from the log")
 
 
 @pytest.mark.parametrize("damage", ["seq a string", "kind unknown", "player a number", "an empty array"])
 async def test_a_node_refuses_to_activate_a_match_with_a_command_of_the_wrong_type(played, tmp_path, nursery, damage):
     """Before: recovery re-ran the command and the match was refused as a crash of the game's code
     (`GameCrashed ... TypeError`) or as a divergence, not as a damaged file."""
-    path, sim = played
-    play(path, sim, 5)  # to tick 65: recovery starts from the snapshot at 60
-    alter(path, wrong_command(damage, 63))
-    before = digest(path)
-    node = Node(NodeConfig(data_dir=tmp_path, snapshot_every=5), {"arena": Arena}, offload=False, wall_clock=wall)
-    await nursery.start(node.run)
-    try:
-        with pytest.raises(MatchUnavailable, match="cannot be loaded: damaged: steps.commands at tick 63 "):
-            await node.actor("0" * 26)
-        assert "damaged: steps.commands at tick 63 " in node.broken[str(path)].reason
-        assert "0" * 26 not in node.unfinished
-        assert digest(path) == before
-    finally:
-        await node.shutdown()
+    await _refused_on_activation(played, tmp_path, nursery, wrong_command(damage, 63),
+                                 "damaged: steps.commands at tick 63 ")
+
+
+async def test_a_node_refuses_to_activate_a_match_with_a_step_time_of_the_wrong_type(played, tmp_path, nursery):
+    """Before: the re-simulated step got a string as its time (`ctx.now`), a crash of the game's code."""
+    await _refused_on_activation(played, tmp_path, nursery, "UPDATE steps SET at = 'noon' WHERE tick = 63",
+                                 "damaged: steps at tick 63 has a checksum, time or ticked of the wrong type")
