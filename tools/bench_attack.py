@@ -49,6 +49,7 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from tools.arguments import number, positive_int
 from tools.bench_arena import SetupFailed, cpu_seconds, info, pin, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,9 +62,9 @@ def add_parser(workloads) -> None:
     attack = workloads.add_parser("attack", help="late ticks of well-behaved matches with and without hostile clients")
     attack.add_argument("--attacks", default=",".join(ATTACKS),
                         help=f"comma-separated, run in this order after the baseline (default: {','.join(ATTACKS)})")
-    attack.add_argument("--matches", type=int, default=10, help="victim arena matches, 2 players each (10)")
-    attack.add_argument("--duration", type=float, default=5.0, help="seconds per phase (5)")
-    attack.add_argument("--rest", type=float, default=2.0, help="seconds between phases (2)")
+    attack.add_argument("--matches", type=positive_int, default=10, help="victim arena matches, 2 players each (10)")
+    attack.add_argument("--duration", type=number(0, 3600, above=True), default=5.0, help="seconds per phase (5)")
+    attack.add_argument("--rest", type=number(0, 600), default=2.0, help="seconds between phases (2)")
     attack.add_argument("--json", action="store_true", help="print only the JSON object")
 
 

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from tools.arguments import integer, number
 from tools.bench_arena import cpu_seconds, pin
 from tools.openfiles import raise_open_file_limit
 
@@ -155,30 +156,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def add_parser(workloads: argparse._SubParsersAction) -> None:
     floor = workloads.add_parser("floor", help="the arena workload's cost in a bare CPython loop (a lower bound)")
-    floor.add_argument("--matches", "-R", type=_matches, default=100, help="matches of 4 bots (default 100)")
-    floor.add_argument("--duration", "-D", type=_seconds, default=15.0, help="measured window, s (default 15)")
-    floor.add_argument("--warmup", type=_warmup, default=2.0, help="seconds after every match filled (default 2)")
+    floor.add_argument("--matches", "-R", type=integer(1, 2000), default=100, help="matches of 4 bots (default 100)")
+    floor.add_argument("--duration", "-D", type=number(0, 3600, above=True), default=15.0, help="measured window, s (default 15)")
+    floor.add_argument("--warmup", type=number(0, 600), default=2.0, help="seconds after every match filled (default 2)")
     floor.add_argument("--no-storage", action="store_true", help="no SQLite: sockets and ticks only")
     floor.add_argument("--seed", type=int, default=1, help="bots' random seed")
     floor.add_argument("--json", action="store_true", help="print only the JSON object")
-
-
-def _matches(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 2000:
-        raise argparse.ArgumentTypeError("must be from 1 to 2000")
-    return value
-
-
-def _warmup(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 600:
-        raise argparse.ArgumentTypeError("must be from 0 to 600")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 3600:  # (NaN fails both)
-        raise argparse.ArgumentTypeError("must be more than 0 and at most 3600")
-    return value

@@ -28,6 +28,7 @@ from gameserver import storage
 from gameserver.games.arena import Arena
 from gameserver.recovery import restore
 
+from tools.arguments import positive_int
 from tools.replay_open import code_check, open_match
 from tools.replay_verify import verify
 
@@ -87,16 +88,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def add_parser(workloads: argparse._SubParsersAction) -> None:
     replay = workloads.add_parser("replay", help="replay verify speed and state --tick latency on a long arena match")
-    replay.add_argument("--ticks", type=_positive_int, default=36_000, help="logged ticks (default 36000: 30 min)")
-    replay.add_argument("--snapshot-every", type=_positive_int, default=100, help="ticks between snapshots (100)")
-    replay.add_argument("--repeat", type=_positive_int, default=3, help="verify runs (default 3)")
-    replay.add_argument("--samples", type=_positive_int, default=20, help="state --tick runs (default 20)")
+    replay.add_argument("--ticks", type=positive_int, default=36_000, help="logged ticks (default 36000: 30 min)")
+    replay.add_argument("--snapshot-every", type=positive_int, default=100, help="ticks between snapshots (100)")
+    replay.add_argument("--repeat", type=positive_int, default=3, help="verify runs (default 3)")
+    replay.add_argument("--samples", type=positive_int, default=20, help="state --tick runs (default 20)")
     replay.add_argument("--seed", type=int, default=1)
     replay.add_argument("--json", action="store_true", help="print only the JSON object")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value

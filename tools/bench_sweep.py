@@ -19,6 +19,7 @@ import math
 import shlex
 import sys
 
+from tools.arguments import number, positive_float, positive_int
 from tools import bench_arena
 
 BOTS_SATURATED_PCT = 90.0
@@ -26,13 +27,13 @@ BOTS_SATURATED_PCT = 90.0
 
 def add_parser(workloads) -> None:
     sweep = workloads.add_parser("sweep", help="capacity: the largest R of workload arena within the limits")
-    sweep.add_argument("--start", type=int, default=25, help="first R (default 25)")
-    sweep.add_argument("--max", type=int, default=1000, help="largest R tried (default 1000)")
-    sweep.add_argument("--resolution", type=int, default=25, help="stop bisecting at this many matches (default 25)")
-    sweep.add_argument("--duration", "-D", type=float, default=10.0, help="measured window per run, s (default 10)")
-    sweep.add_argument("--warmup", type=float, default=2.0, help="seconds after every bot joined (default 2)")
-    sweep.add_argument("--p99-ms", type=float, default=100.0, help="latency limit (default 100)")
-    sweep.add_argument("--cpu-pct", type=float, default=90.0, help="server CPU limit, %% of a core (default 90)")
+    sweep.add_argument("--start", type=positive_int, default=25, help="first R (default 25)")
+    sweep.add_argument("--max", type=positive_int, default=1000, help="largest R tried (default 1000)")
+    sweep.add_argument("--resolution", type=positive_int, default=25, help="stop bisecting at this many matches (default 25)")
+    sweep.add_argument("--duration", "-D", type=number(0, 3600, above=True), default=10.0, help="measured window per run, s (default 10)")
+    sweep.add_argument("--warmup", type=number(0, 600), default=2.0, help="seconds after every bot joined (default 2)")
+    sweep.add_argument("--p99-ms", type=positive_float, default=100.0, help="latency limit (default 100)")
+    sweep.add_argument("--cpu-pct", type=positive_float, default=90.0, help="server CPU limit, %% of a core (default 90)")
     sweep.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     sweep.add_argument("--json", action="store_true", help="print only the JSON object")
 

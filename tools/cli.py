@@ -11,6 +11,8 @@ from pathlib import Path
 from gameserver.config import MAX_SNAPSHOT_EVERY, NodeConfig
 from gameserver.games import builtin_games, load_game
 
+from tools.arguments import non_negative_float, non_negative_int, number, positive_float, positive_int
+
 
 def _port(text: str) -> int:
     value = int(text)
@@ -19,38 +21,10 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def _snapshot_every(text: str) -> int:
     value = int(text)
     if not 1 <= value <= MAX_SNAPSHOT_EVERY:
         raise argparse.ArgumentTypeError(f"1 to {MAX_SNAPSHOT_EVERY:,} ticks")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError("must be a finite number, 0 or more")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError("must be a finite number more than 0")
     return value
 
 
@@ -98,20 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ticks between snapshots, 1 to 1,000,000 (default 100)")
     up.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL",
                     help="SQLite synchronous level: NORMAL survives kill -9, FULL also power loss (default NORMAL)")
-    up.add_argument("--token-ttl", type=_positive_float, default=3600.0, help="join token lifetime in seconds")
-    up.add_argument("--hibernate-after", type=_positive_float, default=10.0,
+    up.add_argument("--token-ttl", type=positive_float, default=3600.0, help="join token lifetime in seconds")
+    up.add_argument("--hibernate-after", type=positive_float, default=10.0,
                     help="seconds of idleness after which a match that is not ticking leaves memory (default 10)")
-    up.add_argument("--alarm-retries", type=_non_negative_int, default=6,
+    up.add_argument("--alarm-retries", type=non_negative_int, default=6,
                     help="retries of a raising alarm handler before it is recorded as failed (default 6)")
-    up.add_argument("--stall-log-ms", type=_non_negative_float, default=100.0, metavar="MS",
+    up.add_argument("--stall-log-ms", type=non_negative_float, default=100.0, metavar="MS",
                     help="log an event-loop stall this long with what was running (default 100; 0: off)")
-    up.add_argument("--retention-days", type=_non_negative_float, default=0.0,
+    up.add_argument("--retention-days", type=non_negative_float, default=0.0,
                     help="delete a finished match's file this many days after it ended (default 0: keep)")
-    up.add_argument("--max-http-connections", type=_positive_int, default=10_000, metavar="N",
+    up.add_argument("--max-http-connections", type=positive_int, default=10_000, metavar="N",
                     help="HTTP connections open at once, long-polls included; past it: 503 (default 10000)")
-    up.add_argument("--max-spectators", type=_non_negative_int, default=64,
+    up.add_argument("--max-spectators", type=non_negative_int, default=64,
                     help="spectator connections one match admits; more are refused with 1013 (default 64)")
-    up.add_argument("--max-spectator-connections", type=_non_negative_int, default=4,
+    up.add_argument("--max-spectator-connections", type=non_negative_int, default=4,
                     help="spectator connections one spectator id holds to one match; more are refused with "
                          "1013 (default 4)")
     up.add_argument("--ready-file", type=Path, default=None, help="write the URLs as JSON here once serving")
@@ -134,10 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a benchmark workload and print its figures")
     workloads = bench.add_subparsers(dest="workload", required=True, metavar="WORKLOAD")
     arena = workloads.add_parser("arena", help="workload arena (../shared/workloads/arena.md)")
-    arena.add_argument("--matches", "-R", type=_positive_int, default=25, help="matches of 4 bots (default 25)")
-    arena.add_argument("--duration", "-D", type=_positive_float, default=20.0, help="measured window, s (default 20)")
-    arena.add_argument("--warmup", type=float, default=2.0, help="seconds after every bot joined (default 2)")
-    arena.add_argument("--bot-processes", type=_positive_int, default=None,
+    arena.add_argument("--matches", "-R", type=positive_int, default=25, help="matches of 4 bots (default 25)")
+    arena.add_argument("--duration", "-D", type=positive_float, default=20.0, help="measured window, s (default 20)")
+    arena.add_argument("--warmup", type=number(0, 600), default=2.0, help="seconds after every bot joined (default 2)")
+    arena.add_argument("--bot-processes", type=positive_int, default=None,
                        help="bot processes (default: one per 400 bots, at least 1)")
     arena.add_argument("--url", default=None, help="bench a running server at this HTTP URL instead of starting one")
     arena.add_argument("--workers", type=_workers, default=1, metavar="N",
@@ -146,37 +120,37 @@ def build_parser() -> argparse.ArgumentParser:
     arena.add_argument("--seed", type=int, default=1, help="bots' random seed")
     arena.add_argument("--json", action="store_true", help="print only the JSON object")
     hibernation = workloads.add_parser("hibernation", help="hibernated-match memory, wake latency, alarm lateness")
-    hibernation.add_argument("--matches", type=_non_negative_int, default=10_000,
+    hibernation.add_argument("--matches", type=non_negative_int, default=10_000,
                              help="hibernated matches of 2 clients for the memory figure (default 10000; capped "
                                   "by the open-file limit per worker; 0 skips the memory phase)")
-    hibernation.add_argument("--moves", type=_positive_int, default=1000, help="moves logged before waking (1000)")
-    hibernation.add_argument("--wake-matches", type=_positive_int, default=20, help="matches woken (default 20)")
-    hibernation.add_argument("--wakes", type=_positive_int, default=25,
+    hibernation.add_argument("--moves", type=positive_int, default=1000, help="moves logged before waking (1000)")
+    hibernation.add_argument("--wake-matches", type=positive_int, default=20, help="matches woken (default 20)")
+    hibernation.add_argument("--wakes", type=positive_int, default=25,
                              help="wakes per match (default 25: 500 wakes, so that p99 is not the slowest one)")
-    hibernation.add_argument("--alarm-matches", type=_positive_int, default=1000, help="matches with a timer (1000)")
-    hibernation.add_argument("--bare", type=_positive_int, default=1000,
+    hibernation.add_argument("--alarm-matches", type=positive_int, default=1000, help="matches with a timer (1000)")
+    hibernation.add_argument("--bare", type=positive_int, default=1000,
                              help="spectator connections measured for a connection's own cost (1000)")
     hibernation.add_argument("--workers", type=_workers, default=1, metavar="N",
                              help="the server it starts runs N worker processes (arbiter up --workers N; default 1)")
     hibernation.add_argument("--json", action="store_true", help="print only the JSON object")
     recovery = workloads.add_parser("recovery", help="re-activation time of a long arena match")
-    recovery.add_argument("--ticks", type=_positive_int, default=12_000, help="logged ticks (default 12000: 10 min)")
+    recovery.add_argument("--ticks", type=positive_int, default=12_000, help="logged ticks (default 12000: 10 min)")
     recovery.add_argument("--snapshot-every", type=_snapshot_every, default=100, help="ticks between snapshots")
-    recovery.add_argument("--repeat", type=_positive_int, default=5, help="activations to time (default 5)")
+    recovery.add_argument("--repeat", type=positive_int, default=5, help="activations to time (default 5)")
     recovery.add_argument("--seed", type=int, default=1)
     recovery.add_argument("--json", action="store_true", help="print only the JSON object")
     matchmaker = workloads.add_parser("matchmaker", help="forming pass, ticket API rate, time to assignment (issue 4)")
-    matchmaker.add_argument("--form-tickets", type=_positive_int, default=100_000,
+    matchmaker.add_argument("--form-tickets", type=positive_int, default=100_000,
                             help="tickets in the timed forming pass (default 100000)")
-    matchmaker.add_argument("--api-tickets", type=_positive_int, default=10_000,
+    matchmaker.add_argument("--api-tickets", type=positive_int, default=10_000,
                             help="tickets created then read over HTTP, 2 requests each (default 10000)")
-    matchmaker.add_argument("--api-processes", type=_positive_int, default=2, help="load processes (default 2)")
-    matchmaker.add_argument("--api-connections", type=_positive_int, default=8,
+    matchmaker.add_argument("--api-processes", type=positive_int, default=2, help="load processes (default 2)")
+    matchmaker.add_argument("--api-connections", type=positive_int, default=8,
                             help="keep-alive connections per load process (default 8)")
-    matchmaker.add_argument("--matches", type=_positive_int, default=200, help="matches formed and timed (200)")
+    matchmaker.add_argument("--matches", type=positive_int, default=200, help="matches formed and timed (200)")
     matchmaker.add_argument("--match-players", type=int, choices=[2, 4], default=2,
                             help="players per match: 2 (connect four) or 4 (arena) (default 2)")
-    matchmaker.add_argument("--concurrency", type=_positive_int, default=4, help="matches formed at once (4)")
+    matchmaker.add_argument("--concurrency", type=positive_int, default=4, help="matches formed at once (4)")
     matchmaker.add_argument("--profile", type=Path, default=None, metavar="DIR",
                             help="run the servers under cProfile, write DIR/server-{api,assign}.prof")
     matchmaker.add_argument("--seed", type=int, default=1, help="random seed: the forming pool, the API tickets' skills")

@@ -12,17 +12,19 @@ import json
 import sys
 from pathlib import Path
 
+from tools.arguments import integer
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     faults = commands.add_parser("faults", help="fault runs against a real server (kill -9 under load)")
     kinds = faults.add_subparsers(dest="fault", required=True, metavar="FAULT")
     crash = kinds.add_parser("crash", help="kill -9 `arbiter up` at many points under bot load, restart it, and "
                                            "check every acknowledged input, state, match file and alarm")
-    crash.add_argument("--kills", type=_at_least_two, default=20, help="kill points, one per restart (default 20)")
-    crash.add_argument("--arena-bots", type=_non_negative_int, default=4, help="arena bots (default 4)")
-    crash.add_argument("--connect-four-bots", type=_non_negative_int, default=4,
+    crash.add_argument("--kills", type=integer(2), default=20, help="kill points, one per restart (default 20)")
+    crash.add_argument("--arena-bots", type=integer(0), default=4, help="arena bots (default 4)")
+    crash.add_argument("--connect-four-bots", type=integer(0), default=4,
                        help="connect four bots (default 4)")
-    crash.add_argument("--workers", type=_at_least_one, default=None, metavar="N",
+    crash.add_argument("--workers", type=integer(1), default=None, metavar="N",
                        help="`arbiter up --workers N` (default: its default, one per usable CPU)")
     crash.add_argument("--seed", type=int, default=1, help="kill kinds, crash points, delays and bots (default 1)")
     crash.add_argument("--keep", type=Path, default=None, metavar="DIR",
@@ -30,27 +32,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                             "DIR/server.log the server's log (default: a temporary directory, removed)")
     crash.add_argument("--json", action="store_true", help="print the report as one JSON object")
     crash.add_argument("--verbose", "-v", action="store_true", help="say each kill on stderr")
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError("must be at least 2")
-    return value
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -17,9 +17,10 @@ Exit status: 0 nothing lost and no unexpected error; 1 inputs lost or errors; 2 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
+
+from tools.arguments import non_negative_float, positive_float, positive_int
 
 BOTS_PER_PROCESS = 500
 DEFAULT_INPUT_HZ = {"arena": 20.0, "connect_four": 2.0}
@@ -30,46 +31,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                             "that no acknowledged input is lost (docs/bots.md)")
     soak.add_argument("--url", default=None, help="the server's HTTP URL (default: start `arbiter up` on a temp "
                                                   "data directory for the run)")
-    soak.add_argument("--bots", "-n", type=_positive_int, default=20, help="bots (default 20)")
-    soak.add_argument("--duration", "-d", type=_positive_float, default=60.0, help="seconds (default 60)")
+    soak.add_argument("--bots", "-n", type=positive_int, default=20, help="bots (default 20)")
+    soak.add_argument("--duration", "-d", type=positive_float, default=60.0, help="seconds (default 60)")
     soak.add_argument("--game", choices=sorted(DEFAULT_INPUT_HZ), default="arena", help="default arena")
     soak.add_argument("--queue", default=None, help="the queue to play (default: the game's name)")
-    soak.add_argument("--churn", type=_non_negative_float, default=0.0, metavar="RATE",
+    soak.add_argument("--churn", type=non_negative_float, default=0.0, metavar="RATE",
                       help="connection drops per bot per minute while in a match, at random (Poisson); the "
                            "client reconnects, resumes and resends (default 0)")
-    soak.add_argument("--input-hz", type=_positive_float, default=None,
+    soak.add_argument("--input-hz", type=positive_float, default=None,
                       help="how often a bot acts: arena inputs a second (default 20, the workload's rate); "
                            "connect_four looks at the board and moves if it is its turn (default 2)")
-    soak.add_argument("--match-s", type=_positive_float, default=30.0,
+    soak.add_argument("--match-s", type=positive_float, default=30.0,
                       help="arena match length on a server the soak starts (default 30)")
-    soak.add_argument("--bots-per-process", type=_positive_int, default=BOTS_PER_PROCESS,
+    soak.add_argument("--bots-per-process", type=positive_int, default=BOTS_PER_PROCESS,
                       help=f"bots in one process, one trio loop (default {BOTS_PER_PROCESS})")
     soak.add_argument("--admin-token", default=os.environ.get("ARBITER_ADMIN_TOKEN"),
                       help="the server's admin token, to read its input logs (default: $ARBITER_ADMIN_TOKEN)")
     soak.add_argument("--seed", type=int, default=1, help="the bots' random seed (default 1)")
     soak.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes "
                                                           "to stderr)")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError("must be a number above 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError("must be a number, 0 or more")
-    return value
 
 
 def run_cli(args: argparse.Namespace) -> int:
