@@ -142,6 +142,8 @@ class ArbiterHTTP:
     async def create_ticket(self, queue: str, *, party: list[str] | None = None, numbers: dict[str, float] | None = None,
                             strings: dict[str, str] | None = None, string_sets: dict[str, list[str]] | None = None,
                             latencies: dict[str, float] | None = None) -> dict:
+        """A ticket: queued at once for you alone; with `party` (every member, you included), pending until
+        each other member accepts it (`accept_ticket`)."""
         body: dict[str, Any] = {"queue": queue}
         for name, value in (("party", party), ("numbers", numbers), ("strings", strings),
                             ("string_sets", string_sets), ("latencies", latencies)):
@@ -156,20 +158,32 @@ class ArbiterHTTP:
         return await self._call("GET", f"/v1/tickets/{ticket_id}", player=True, params=params, timeout=wait_s + 10)
 
     async def cancel_ticket(self, ticket_id: str) -> dict:
+        """Cancel a queued or pending ticket you are in (a party ticket you have not accepted: decline it)."""
         return await self._call("DELETE", f"/v1/tickets/{ticket_id}", player=True)
+
+    async def accept_ticket(self, ticket_id: str) -> dict:
+        """Accept a party ticket that names you (again: no change); the last acceptance queues it."""
+        return await self._call("POST", f"/v1/tickets/{ticket_id}/accept", player=True)
+
+    async def list_tickets(self, *, status: str | None = None, limit: int | None = None) -> list[dict]:
+        """Your tickets that the matchmaker keeps, newest first: invitations are the `pending` ones you are
+        not `accepted` in. `status` filters; `limit` 1 to 100 (default 20)."""
+        params = {name: value for name, value in (("status", status), ("limit", limit)) if value is not None}
+        return await self._call("GET", "/v1/tickets", player=True, params=params)
 
     async def matchmake(self, queue: str, *, timeout_s: float = 300.0, **properties: Any) -> dict:
         """Queue a ticket and wait (long-poll) until it is matched: its assignment (match_id,
-        ws_url, token, ...). Raises `MatchmakingFailed` if it expires or is cancelled; on timeout
-        the ticket is cancelled and `trio.TooSlowError` raised."""
+        ws_url, token, ...). With `party=[...]` it waits for the others to accept it first. Raises
+        `MatchmakingFailed` if it expires (a party not accepted in time: `not_accepted`) or is cancelled
+        (declined); on timeout the ticket is cancelled and `trio.TooSlowError` raised."""
         ticket = await self.create_ticket(queue, **properties)
         with trio.move_on_after(timeout_s):
-            while ticket["status"] == "queued":
+            while ticket["status"] in ("pending", "queued"):
                 ticket = await self.ticket(ticket["ticket_id"], wait_s=min(30.0, timeout_s),
                                            version=ticket["version"])
         if ticket["status"] == "matched":
             return ticket["assignment"]
-        if ticket["status"] == "queued":
+        if ticket["status"] in ("pending", "queued"):
             with trio.CancelScope(shield=True):
                 try:
                     await self.cancel_ticket(ticket["ticket_id"])

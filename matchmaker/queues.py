@@ -10,6 +10,7 @@ with a TOML file (see docs/matchmaking.md):
     max_wait_s = 60
     start_short = true
     seat_hold_s = 30
+    party_accept_s = 60
     skill = { initial = 100, per_second = 10, max_width = 1000 }
     region = { max_latency_ms = 80, relax_after_s = 15, relaxed_max_latency_ms = 200 }
 
@@ -25,6 +26,7 @@ from typing import Any
 import attrs
 import cattrs
 
+from matchmaker.book import DEFAULT_ACCEPT_S
 from matchmaker.tickets import PlayerCount, QueueConfig, RegionRule, SkillWindow, TeamLayout
 
 MAX_QUEUES = 256
@@ -46,6 +48,8 @@ class Mode:
     # the match is cancelled and the others' tickets go back to the queue with their waiting time.
     seat_hold_s: float = DEFAULT_SEAT_HOLD_S
     backfill_hold_s: float = DEFAULT_SEAT_HOLD_S  # the same for a player matched into a running match
+    # How long a party ticket waits for every member to accept it before it expires (not_accepted).
+    party_accept_s: float = DEFAULT_ACCEPT_S
 
     @property
     def queue(self) -> str:
@@ -109,6 +113,7 @@ class _ModeFile:
     start_short: bool = False
     seat_hold_s: float = DEFAULT_SEAT_HOLD_S
     backfill_hold_s: float = DEFAULT_SEAT_HOLD_S
+    party_accept_s: float = DEFAULT_ACCEPT_S
     teams: TeamLayout | None = None
     skill: SkillWindow | None = None
     region: RegionRule | None = None
@@ -131,7 +136,8 @@ def parse_modes(text: str, games: set[str]) -> dict[str, Mode]:
             config = QueueConfig(queue=name, players=written.players, max_wait_s=written.max_wait_s,
                                  teams=written.teams, skill=written.skill, region=written.region,
                                  start_short=written.start_short)
-            for what, seconds in (("seat_hold_s", written.seat_hold_s), ("backfill_hold_s", written.backfill_hold_s)):
+            for what, seconds in (("seat_hold_s", written.seat_hold_s), ("backfill_hold_s", written.backfill_hold_s),
+                                  ("party_accept_s", written.party_accept_s)):
                 if not 1.0 <= seconds <= 3600.0:
                     raise ValueError(f"{what} must be 1 to 3600 seconds, got {seconds}")
         except Exception as error:
@@ -139,7 +145,8 @@ def parse_modes(text: str, games: set[str]) -> dict[str, Mode]:
         if written.game not in games:
             raise QueueFileError(f"[queues.{name}]: no game {written.game!r} on this node "
                                  f"(it has {', '.join(sorted(games))})")
-        modes[name] = Mode(config, written.game, dict(written.params), written.seat_hold_s, written.backfill_hold_s)
+        modes[name] = Mode(config, written.game, dict(written.params), written.seat_hold_s, written.backfill_hold_s,
+                           written.party_accept_s)
     return modes
 
 

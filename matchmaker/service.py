@@ -6,6 +6,10 @@ a time per queue, the next one right after it if more arrived) and at least ever
 even when nothing arrives. A pass works on a copy of the pool (in a worker thread when the pool
 is large, so matches keep their tick timing); tickets cancelled meanwhile are simply not placed.
 
+A party ticket is pending, out of the pool, until every member accepted it (matchmaker/book.py); each
+queue's forming loop also expires the pending tickets whose acceptance window (`Mode.party_accept_s`)
+ended, so within `pass_interval_s` after it.
+
 Backfill requests are served first in each pass: a ticket that fits a running match that lost
 players joins it rather than wait for a new match.
 
@@ -34,7 +38,7 @@ from gameserver.actor import MatchNotice
 from gameserver.node import MatchNotFound, MatchOver, NodeError
 from gameserver.simulation import NO_SHOW_PREFIX
 from matchmaker.backfill import BackfillFill, BackfillRequest, fill_backfills
-from matchmaker.book import MATCHED, NO_SHOW, QUEUED, Assignment, BookError, Entry, TicketBook
+from matchmaker.book import MATCHED, NO_SHOW, PENDING, QUEUED, Assignment, BookError, Entry, TicketBook
 from matchmaker.forming import FormedMatch, form_matches
 from matchmaker.hosts import WorkerError
 from matchmaker.placement import Placement
@@ -99,7 +103,8 @@ class Matchmaker:
                       numbers: dict[str, float] | None = None, strings: dict[str, str] | None = None,
                       string_sets: dict[str, list[str]] | None = None,
                       latencies: dict[str, float] | None = None) -> Entry:
-        """Queue a ticket for `owner` (and their party). Raises BookError, or ValueError for bad properties."""
+        """Queue a ticket for `owner`, or create their party's ticket, pending until the other members accept it.
+        Raises BookError, or ValueError for bad properties."""
         mode = self.modes.get(queue)
         if mode is None:
             raise BookError("unknown_queue", 404, f"no queue {queue!r}; there are: {', '.join(sorted(self.modes))}")
@@ -111,9 +116,24 @@ class Matchmaker:
                         numbers=numbers or {}, strings=strings or {},
                         string_sets={name: frozenset(members) for name, members in (string_sets or {}).items()},
                         latencies=latencies or {})
-        entry = self.book.create(ticket, owner, ticket.created_at)
-        self._dirty[queue].set()
+        entry = self.book.create(ticket, owner, ticket.created_at, accept_s=mode.party_accept_s)
+        if entry.status == QUEUED:
+            self._dirty[queue].set()
         return entry
+
+    def accept_ticket(self, ticket_id: str, player: str) -> Entry:
+        """`player` accepts a party ticket; with the last acceptance it enters its queue. Raises BookError."""
+        entry = self.ticket(ticket_id)
+        seen = entry.version
+        entry = self.book.accept(ticket_id, player, self.clock())
+        if entry.version != seen:  # a new acceptance (not one made before)
+            if entry.status == QUEUED:  # the last one
+                self._dirty[entry.ticket.queue].set()
+            self._changed_now(ticket_id)
+        return entry
+
+    def tickets_of(self, player: str, limit: int, status: str | None = None) -> list[Entry]:
+        return self.book.tickets_of(player, limit, status)
 
     def cancel_ticket(self, ticket_id: str, player: str) -> Entry:
         if ticket_id in self._placing:
@@ -131,12 +151,16 @@ class Matchmaker:
         return entry
 
     async def wait(self, ticket_id: str, seen_version: int | None, timeout_s: float) -> Entry:
-        """The ticket once its version differs from `seen_version` (None: once it is not queued),
-        or as it is after `timeout_s`."""
+        """The ticket once its version differs from `seen_version` (None: once it is neither pending nor
+        queued), or as it is after `timeout_s`."""
         with trio.move_on_after(timeout_s):
             while True:
                 entry = self.ticket(ticket_id)
-                if (entry.version != seen_version) if seen_version is not None else entry.status != QUEUED:
+                if seen_version is not None:
+                    changed = entry.version != seen_version
+                else:
+                    changed = entry.status not in (PENDING, QUEUED)
+                if changed:
                     return entry
                 event = self._changed.get(ticket_id)
                 if event is None:
@@ -159,6 +183,8 @@ class Matchmaker:
             self._dirty[queue] = trio.Event()
             started = trio.current_time()
             try:
+                for entry in self.book.expire_unaccepted(queue, self.clock()):
+                    self._changed_now(entry.ticket.ticket_id)
                 await self._pass(mode)
             except Exception:
                 log.exception("a forming pass of queue %s failed", queue)
@@ -388,6 +414,7 @@ class Matchmaker:
             oldest = min((t.created_at for t in pool.values()), default=None)
             stats.append({"queue": queue, "game": mode.game, "queued_tickets": len(pool),
                           "queued_players": sum(t.size for t in pool.values()),
+                          "pending_tickets": len(self.book.pending[queue]), "party_accept_s": mode.party_accept_s,
                           "oldest_wait_s": None if oldest is None else max(0.0, now - oldest),
                           "open_backfills": sum(1 for b in self._backfills.values() if b.request.queue == queue),
                           "last_pass_s": self.last_pass_s.get(queue),

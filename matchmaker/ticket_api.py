@@ -16,7 +16,7 @@ from matchmaker import query
 from matchmaker.auth import AuthError, PlayerAuth
 from matchmaker.bodies import (CODE_ALPHABET, CODE_LENGTH, TICKET_ID, JoinByCode, NewCustomMatch, NewTicket,
                                parse)
-from matchmaker.book import BookError, Entry
+from matchmaker.book import STATUSES, BookError, Entry
 from matchmaker.hosts import MatchHost
 from matchmaker.http_app import ApiError, Request, Response, Route, json_response
 from matchmaker.placement import Placement
@@ -28,6 +28,8 @@ CUSTOM_LABEL = "custom"
 PRIVATE_LABEL = "private"
 HOST_LABEL = "host"
 MAX_LABEL_FILTERS = 16
+MAX_TICKETS_LISTED = 100
+DEFAULT_TICKETS_LISTED = 20
 
 
 def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Placement, host: MatchHost,
@@ -82,8 +84,32 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
         return view(entry, caller)
 
     async def cancel_ticket(request: Request) -> Response:
+        """Cancel a queued or pending ticket (for a member who has not accepted it: decline it)."""
         caller = player(request)
         return view(cancel_ticket_of(matchmaker, ticket_id_of(request), caller), caller)
+
+    async def accept_ticket(request: Request) -> Response:
+        """Accept a party ticket that names the caller; the last acceptance queues it."""
+        caller = player(request)
+        ticket_id = ticket_id_of(request)
+        own_ticket(matchmaker, ticket_id, caller)
+        try:
+            entry = matchmaker.accept_ticket(ticket_id, caller)
+        except BookError as error:
+            raise ApiError(error.status, error.code, str(error)) from None
+        return view(entry, caller)
+
+    async def list_tickets(request: Request) -> Response:
+        """The caller's tickets that the matchmaker keeps (invitations among them), newest first."""
+        caller = player(request)
+        params = request.query()
+        status = query.text(params, "status", max_length=16)
+        if status is not None and status not in STATUSES:
+            raise ApiError(422, "invalid_request", f"query.status: one of {', '.join(STATUSES)}, got {status!r}")
+        limit = query.integer(params, "limit", DEFAULT_TICKETS_LISTED, low=1, high=MAX_TICKETS_LISTED)
+        now = clock()
+        return json_response([ticket_view(entry, caller, now)
+                              for entry in matchmaker.tickets_of(caller, limit, status)])  # type: ignore[arg-type]
 
     async def create_custom(request: Request) -> Response:
         """Create an open match (no matchmaking) and get a code that others join it by."""
@@ -146,8 +172,9 @@ def matchmaking_routes(matchmaker: Matchmaker, auth: PlayerAuth, placement: Plac
         return json_response(found)
 
     return [Route("POST", "/v1/auth/guest", guest), Route("GET", "/v1/queues", queues),
-            Route("POST", "/v1/tickets", create_ticket), Route("GET", "/v1/tickets/{ticket_id}", get_ticket),
-            Route("DELETE", "/v1/tickets/{ticket_id}", cancel_ticket), Route("POST", "/v1/custom", create_custom),
+            Route("POST", "/v1/tickets", create_ticket), Route("GET", "/v1/tickets", list_tickets),
+            Route("GET", "/v1/tickets/{ticket_id}", get_ticket), Route("DELETE", "/v1/tickets/{ticket_id}", cancel_ticket),
+            Route("POST", "/v1/tickets/{ticket_id}/accept", accept_ticket), Route("POST", "/v1/custom", create_custom),
             Route("POST", "/v1/custom/join", join_custom), Route("GET", "/v1/matches", list_matches)]
 
 
@@ -161,6 +188,7 @@ def ticket_view(entry: Entry, caller: str, now: float) -> dict[str, Any]:
         "match_id": a.match_id, "ws_url": a.ws_url, "token": a.tokens[caller], "region": a.region,
         "teams": [list(team) for team in a.teams], "backfill": a.backfill}
     return {"ticket_id": ticket.ticket_id, "queue": ticket.queue, "players": list(ticket.players),
+            "owner": entry.owner, "accepted": list(entry.accepted), "accept_by": entry.accept_by,
             "status": entry.status, "reason": entry.reason, "created_at": ticket.created_at,
             "wait_s": entry.wait_s(now), "version": entry.version, "requeued": entry.requeued,
             "assignment": assignment}

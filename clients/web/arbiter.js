@@ -144,7 +144,8 @@ export class ArbiterHTTP {
     return answer.player_id;
   }
 
-  /** `properties`: party, numbers, strings, string_sets, latencies (docs/matchmaking.md). */
+  /** `properties`: party, numbers, strings, string_sets, latencies (docs/matchmaking.md). A ticket with a
+   * party is pending until each other member accepts it (acceptTicket). */
   createTicket(queue, properties = {}) {
     return this.call("POST", "/v1/tickets", { body: { queue, ...properties }, player: true });
   }
@@ -156,30 +157,43 @@ export class ArbiterHTTP {
       { params: { wait_s: Math.max(waitS, 0).toFixed(3), version }, player: true, signal });
   }
 
+  /** Cancel a queued or pending ticket (a party ticket you have not accepted: decline it). */
   cancelTicket(ticketId) {
     return this.call("DELETE", `/v1/tickets/${encodeURIComponent(ticketId)}`, { player: true });
   }
 
+  /** Accept a party ticket that names you (again: no change); the last acceptance queues it. */
+  acceptTicket(ticketId) {
+    return this.call("POST", `/v1/tickets/${encodeURIComponent(ticketId)}/accept`, { player: true });
+  }
+
+  /** Your tickets, newest first; invitations are the `pending` ones whose `accepted` does not name you.
+   * `status` filters; `limit` 1 to 100 (default 20). */
+  listTickets({ status, limit } = {}) {
+    return this.call("GET", "/v1/tickets", { params: { status, limit }, player: true });
+  }
+
   /** Queue a ticket and wait (long-poll) until it is matched: its assignment (match_id, ws_url,
-   * token, ...). `onTicket(ticket)` sees every version. Throws MatchmakingFailed when the ticket
-   * expires or is cancelled, or (status "timeout") after `timeoutS`; a timeout or an abort through
+   * token, ...); with `party`, it waits for the other members to accept it first. `onTicket(ticket)` sees
+   * every version. Throws MatchmakingFailed when the ticket expires (`not_accepted`: a party not accepted
+   * in time) or is cancelled (declined), or (status "timeout") after `timeoutS`; a timeout or an abort through
    * `signal` cancels the ticket. */
   async matchmake(queue, { timeoutS = 300, signal, onTicket, ...properties } = {}) {
     let ticket = await this.createTicket(queue, properties);
     onTicket?.(ticket);
     const deadline = performance.now() + timeoutS * 1000;
     try {
-      while (ticket.status === "queued" && performance.now() < deadline) {
+      while (waiting(ticket) && performance.now() < deadline) {
         const waitS = Math.min(30, Math.max(0, (deadline - performance.now()) / 1000));
         ticket = await this.ticket(ticket.ticket_id, { waitS, version: ticket.version, signal });
         onTicket?.(ticket);
       }
     } catch (error) {
-      if (ticket.status === "queued") await this.cancelTicket(ticket.ticket_id).catch(() => {});
+      if (waiting(ticket)) await this.cancelTicket(ticket.ticket_id).catch(() => {});
       throw error;
     }
     if (ticket.status === "matched") return ticket.assignment;
-    if (ticket.status === "queued") {
+    if (waiting(ticket)) {
       await this.cancelTicket(ticket.ticket_id).catch(() => {}); // matched or placed meanwhile
       throw new MatchmakingFailed("timeout", `not matched within ${timeoutS} s`);
     }
@@ -206,6 +220,7 @@ export class ArbiterHTTP {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const waiting = (ticket) => ticket.status === "pending" || ticket.status === "queued";
 
 export class MatchClient {
   /** `wsUrl` and `token`: from an assignment, a custom match, or POST /v1/matches/{id}/tokens.

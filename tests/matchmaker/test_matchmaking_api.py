@@ -2,7 +2,6 @@
 with join tokens, seats held until the lobby timeout, no-shows, backfill, custom matches by code,
 listing, auth and limits."""
 
-import math
 import time
 
 import httpx
@@ -14,42 +13,16 @@ from clients.client import MatchClient, Welcome
 from gameserver import tokens
 from gameserver.config import NodeConfig
 from gameserver.games.arena import Arena
-from gameserver.games.connect_four import ConnectFour
 from gameserver.node import MatchNotFound, MatchStorageUnavailable, MatchUnavailable, NodeClosing
 from matchmaker.auth import PlayerAuth
 from matchmaker.hosts import WorkerUnavailable
-from matchmaker.queues import Mode
-from matchmaker.tickets import PlayerCount, QueueConfig, SkillWindow
 from tools.up import ServerConfig, run_server
-
-
-class BackfillArena(Arena):
-    name = "bf_arena"
-    backfill = True
-    reconnect_grace_s = 0.2
-
-
-def mode(queue, game, players, *, max_wait_s=math.inf, hold=5.0, skill=None, start_short=False):
-    return Mode(QueueConfig(queue=queue, players=PlayerCount(*players), max_wait_s=max_wait_s, skill=skill,
-                            start_short=start_short), game, {}, seat_hold_s=hold, backfill_hold_s=hold)
-
-
-QUEUES = {
-    "duel": mode("duel", "arena", (2, 2)),
-    "hasty": mode("hasty", "arena", (2, 2), hold=1.0),
-    "lonely": mode("lonely", "arena", (2, 4), max_wait_s=0.3),
-    "ranked": mode("ranked", "connect_four", (2, 2), skill=SkillWindow(initial=100)),
-    "refill": mode("refill", "bf_arena", (2, 2), hold=2.0),
-    "squad": mode("squad", "arena", (4, 4)),  # a party of two stays queued
-}
+from api_helpers import guest, queue, start_arbiter, wait_for
 
 
 @pytest.fixture
 async def server(tmp_path, nursery):
-    stop = trio.Event()
-    config = ServerConfig(node=NodeConfig(data_dir=tmp_path), port=0, ws_port=0, queues=QUEUES,
-                          games={"arena": Arena, "connect_four": ConnectFour, "bf_arena": BackfillArena})
-    running = await nursery.start(run_server, config, stop)
+    running, stop = await start_arbiter(nursery, tmp_path)
     yield running
     stop.set()
 
@@ -58,30 +31,6 @@ async def server(tmp_path, nursery):
 async def http(server):
     async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as client:
         yield client
-
-
-async def guest(http):
-    answer = await http.post("/v1/auth/guest")
-    assert answer.status_code == 201
-    body = answer.json()
-    return body["player_id"], {"Authorization": f"Bearer {body['token']}"}
-
-
-async def queue(http, headers, queue_name, **fields):
-    answer = await http.post("/v1/tickets", json={"queue": queue_name, **fields}, headers=headers)
-    assert answer.status_code == 201, answer.text
-    return answer.json()
-
-
-async def wait_for(http, headers, ticket, status, timeout=10):
-    with trio.fail_after(timeout):
-        while True:
-            answer = await http.get(f"/v1/tickets/{ticket['ticket_id']}",
-                                    params={"wait_s": 5, "version": ticket["version"]}, headers=headers)
-            assert answer.status_code == 200, answer.text
-            ticket = answer.json()
-            if ticket["status"] == status:
-                return ticket
 
 
 async def test_two_players_are_matched_placed_and_join_with_their_tokens(server, http):
@@ -148,15 +97,6 @@ async def test_a_ticket_expires_at_its_maximum_wait(server, http):
     _ann, ann_auth = await guest(http)
     ticket = await wait_for(http, ann_auth, await queue(http, ann_auth, "lonely"), "expired")
     assert ticket["reason"] == "max_wait" and ticket["assignment"] is None
-
-
-async def test_a_party_is_matched_together_and_each_member_reads_their_own_token(server, http):
-    (ann, ann_auth), (bob, bob_auth) = await guest(http), await guest(http)
-    ticket = await queue(http, ann_auth, "duel", party=[ann, bob])
-    ann_view = await wait_for(http, ann_auth, ticket, "matched")
-    bob_view = (await http.get(f"/v1/tickets/{ticket['ticket_id']}", headers=bob_auth)).json()
-    assert ann_view["assignment"]["match_id"] == bob_view["assignment"]["match_id"]
-    assert ann_view["assignment"]["token"] != bob_view["assignment"]["token"]
 
 
 async def test_cancel_auth_limits_and_other_players_tickets(server, http):
@@ -326,14 +266,3 @@ async def test_a_tickets_wait_stops_when_it_leaves_the_queue(server, http):
     later = (await http.get(f"/v1/tickets/{ticket['ticket_id']}", headers=ann_auth)).json()
     assert cancelled["status"] == later["status"] == "cancelled"
     assert later["wait_s"] == cancelled["wait_s"] >= ticket["wait_s"]  # the clock went on; the wait did not
-
-
-async def test_a_player_named_in_a_party_without_consent_cancels_it_by_the_id_the_409_names(server, http):
-    (ann, ann_auth), (bob, bob_auth) = await guest(http), await guest(http)
-    party = await queue(http, ann_auth, "squad", party=[ann, bob])  # bob was not asked
-    refused = await http.post("/v1/tickets", json={"queue": "squad"}, headers=bob_auth)
-    assert (refused.status_code, refused.json()["code"]) == (409, "already_queued")
-    assert f"(ticket {party['ticket_id']})" in refused.json()["detail"]
-    cancelled = await http.delete(f"/v1/tickets/{party['ticket_id']}", headers=bob_auth)
-    assert cancelled.json()["status"] == "cancelled"
-    assert (await queue(http, bob_auth, "squad"))["players"] == [bob]

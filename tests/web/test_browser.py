@@ -254,3 +254,32 @@ def test_arena_players_resume_after_a_server_restart(start_server, open_page):
     wait_for_player(bob, alice_id, "p.vx === 0 && p.vy === 5")
     assert bob.evaluate("window.arbiter.client.reconnects") == 1
     assert bob.evaluate("window.arbiter.client.tick") > tick  # the same match, going on from where it was
+
+
+GUEST_JS = """async () => {
+    const { ArbiterHTTP } = await import("/arbiter.js");
+    window.http = new ArbiterHTTP();
+    return await window.http.guest();
+}"""
+
+
+def test_a_party_invitation_is_found_and_accepted_through_the_browser_client(open_page):
+    """arbiter.js: matchmake with a party waits while the ticket is pending; the invited player finds it
+    with listTickets and accepts it with acceptTicket."""
+    ann, bob = open_page("/index.html"), open_page("/index.html")
+    ann_id, bob_id = ann.evaluate(GUEST_JS), bob.evaluate(GUEST_JS)
+    ann.evaluate("(party) => { window.matched = window.http.matchmake('connect_four', { party, timeoutS: 20 }); }",
+                 [ann_id, bob_id])
+    accepted = bob.evaluate("""async () => {
+        for (let tries = 0; tries < 200; tries++) {
+            const invitations = await window.http.listTickets({ status: "pending" });
+            if (invitations.length) return await window.http.acceptTicket(invitations[0].ticket_id);
+            await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        throw new Error("no invitation");
+    }""")
+    assert accepted["owner"] == ann_id and accepted["accepted"] == [ann_id, bob_id]
+    assignment = ann.evaluate("async () => await window.matched")
+    bob_view = bob.evaluate("(id) => window.http.ticket(id, { waitS: 10 })", accepted["ticket_id"])
+    assert bob_view["assignment"]["match_id"] == assignment["match_id"]
+    assert bob_view["assignment"]["token"] != assignment["token"]
