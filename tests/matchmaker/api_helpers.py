@@ -4,6 +4,7 @@ one (`arbiter up` in this process, on port 0), guest players, queueing and waiti
 import math
 
 import httpx
+import pytest
 import trio
 
 from gameserver.config import NodeConfig
@@ -43,6 +44,21 @@ async def start_arbiter(nursery, data_dir, queues=QUEUES):
     config = ServerConfig(node=NodeConfig(data_dir=data_dir), port=0, ws_port=0, queues=queues,
                           games={"arena": Arena, "connect_four": ConnectFour, "bf_arena": BackfillArena})
     return await nursery.start(run_server, config, stop), stop
+
+
+@pytest.fixture
+async def server(tmp_path, nursery):
+    """A test server with QUEUES (its Running), stopped after the test. Tests import this fixture."""
+    running, stop = await start_arbiter(nursery, tmp_path)
+    yield running
+    stop.set()
+
+
+@pytest.fixture
+async def http(server):
+    """An HTTP client of `server`."""
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as client:
+        yield client
 
 
 async def guest(http: httpx.AsyncClient):

@@ -17,20 +17,7 @@ from gameserver.node import MatchNotFound, MatchStorageUnavailable, MatchUnavail
 from matchmaker.auth import PlayerAuth
 from matchmaker.hosts import WorkerUnavailable
 from tools.up import ServerConfig, run_server
-from api_helpers import guest, queue, start_arbiter, wait_for
-
-
-@pytest.fixture
-async def server(tmp_path, nursery):
-    running, stop = await start_arbiter(nursery, tmp_path)
-    yield running
-    stop.set()
-
-
-@pytest.fixture
-async def http(server):
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as client:
-        yield client
+from api_helpers import guest, http, queue, server, start_arbiter, wait_for  # (http, server: fixtures)
 
 
 async def test_two_players_are_matched_placed_and_join_with_their_tokens(server, http):

@@ -14,20 +14,7 @@ from matchmaker.http_app import App
 from matchmaker.http_server import serve
 from matchmaker.service import Matchmaker
 from matchmaker.ticket_api import matchmaking_routes
-from api_helpers import guest, mode, queue, start_arbiter, wait_for
-
-
-@pytest.fixture
-async def server(tmp_path, nursery):
-    running, stop = await start_arbiter(nursery, tmp_path)
-    yield running
-    stop.set()
-
-
-@pytest.fixture
-async def http(server):
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as client:
-        yield client
+from api_helpers import guest, http, mode, queue, server, start_arbiter, wait_for  # (http, server: fixtures)
 
 
 def path(ticket, action=""):
