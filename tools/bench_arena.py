@@ -314,18 +314,19 @@ def read_lines(bots: list[subprocess.Popen]) -> queue.Queue:
     return lines
 
 
-def wait_for(lines: queue.Queue, bots: list[subprocess.Popen], word: str, timeout: float) -> list[dict]:
-    """One `word {json}` line from every bot process, within `timeout` seconds."""
+def wait_for(lines: queue.Queue, bots: list[subprocess.Popen], word: str, timeout: float,
+             kind: str = "bot process") -> list[dict]:
+    """One `word {json}` line from every process (of `read_lines`), within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     found: dict[int, dict] = {}
     while len(found) < len(bots):
         try:
             number, line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
-            raise SetupFailed(f"bot processes {sorted(set(range(len(bots))) - set(found))} "
-                              f"sent no {word!r} line within {timeout:.0f} s") from None
+            missing = ", ".join(str(n) for n in sorted(set(range(len(bots))) - set(found)))
+            raise SetupFailed(f"no {word!r} line within {timeout:.0f} s from {kind} {missing}") from None
         if line is None:
-            raise SetupFailed(f"bot process {number} exited (status {bots[number].wait()}) before its {word!r} line")
+            raise SetupFailed(f"{kind} {number} exited (status {bots[number].wait()}) before its {word!r} line")
         head, _, body = line.partition(" ")
         if head == word:
             found[number] = json.loads(body)

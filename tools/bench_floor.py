@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from tools.arguments import integer, number
-from tools.bench_arena import cpu_seconds, pin
+from tools.bench_arena import SetupFailed, cpu_seconds, pin, read_lines, wait_for
 from tools.openfiles import raise_open_file_limit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +35,6 @@ JOIN_TIMEOUT_S = 150.0  # the floor server gives up after 120 s
 END_MARGIN_S = 30.0
 STOP_TIMEOUT_S = 10.0
 SPARE_FILES = 256  # beyond a socket per bot (and, in the server, a match file and its WAL per match)
-
-
-class SetupFailed(Exception):
-    """The benchmark could not run: exit status 2, with this message."""
 
 
 def info(message: str) -> None:
@@ -65,18 +59,18 @@ def run(matches: int, duration_s: float, warmup_s: float, storage: bool, seed: i
                 os.sched_setaffinity(0, bot_cpus)
             server = _start([sys.executable, "-m", "tools.floor_server", str(matches), repr(warmup_s),
                              repr(duration_s), data_dir if storage else "-"], server_cpus, processes)
-            lines = _lines(server)
-            port = int(_expect(lines, server, "listening", START_TIMEOUT_S).split()[1])
+            lines = read_lines([server])
+            port = wait_for(lines, [server], "listening", START_TIMEOUT_S, "floor server")[0]["port"]
             info(f"floor server pid {server.pid} on port {port}, CPUs {server_cpus or 'any'}; "
                  f"{4 * matches} bots, CPUs {bot_cpus or 'any'}")
             lifetime = JOIN_TIMEOUT_S + warmup_s + duration_s + END_MARGIN_S
             bots = _start([sys.executable, "-m", "tools.floor_bots", str(port), str(matches), repr(lifetime),
                            str(seed)], bot_cpus, processes)
-            _expect(lines, server, "joined", JOIN_TIMEOUT_S)
+            wait_for(lines, [server], "joined", JOIN_TIMEOUT_S, "floor server")
             info(f"every match filled; warm-up {warmup_s:g} s, window {duration_s:g} s")
             time.sleep(warmup_s)
             bots_before, at = cpu_seconds(bots.pid), time.monotonic()
-            figures = json.loads(_expect(lines, server, "{", duration_s + END_MARGIN_S))
+            figures = wait_for(lines, [server], "figures", duration_s + END_MARGIN_S, "floor server")[0]
             bots_cpu_pct = 100 * (cpu_seconds(bots.pid) - bots_before) / (time.monotonic() - at)
             sent = json.loads(bots.communicate(timeout=STOP_TIMEOUT_S)[0] or "{}").get("inputs_sent")
             server.wait(STOP_TIMEOUT_S)
@@ -99,29 +93,6 @@ def _start(command: list[str], cpus: list[int] | None, processes: list[subproces
     processes.append(process)
     pin(process.pid, cpus)
     return process
-
-
-def _lines(process: subprocess.Popen) -> queue.Queue:
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.put(line.strip())
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    return lines
-
-
-def _expect(lines: queue.Queue, process: subprocess.Popen, start: str, timeout: float) -> str:
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        raise SetupFailed(f"no '{start}' from pid {process.pid} within {timeout:g} s") from None
-    if line is None or not line.startswith(start):
-        process.wait(STOP_TIMEOUT_S)
-        raise SetupFailed(f"pid {process.pid} said {line!r} (exit status {process.returncode}), not '{start}...'")
-    return line
 
 
 def command_line(args: argparse.Namespace) -> str:

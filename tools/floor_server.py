@@ -9,8 +9,8 @@ one WebSocket frame to each of the match's sockets. What this costs is a lower b
 server of the workload on the machine; see tools/bench_floor.py.
 
 Run by tools/bench_floor.py: `python -m tools.floor_server MATCHES WARMUP_S WINDOW_S DATA_DIR|-`.
-It prints `listening PORT`, then `joined` once every match has 4 sockets, then one JSON line with
-its figures after the window, and exits. A bot's first frame is `{"match": INDEX}`.
+It prints `listening {"port": PORT}`, then `joined {}` once every match has 4 sockets, then
+`figures {...}` after the window, and exits. A bot's first frame is `{"match": INDEX}`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def serve(matches: int, warmup_s: float, window_s: float, data_dir: str | None, 
     poll = select.epoll()
     poll.register(listener.fileno(), select.EPOLLIN)
     clients: dict[int, Client] = {}
-    print(f"listening {listener.getsockname()[1]}", file=out, flush=True)
+    print(f"listening {json.dumps({'port': listener.getsockname()[1]})}", file=out, flush=True)
     deadlines: list[tuple[float, int]] = []
     joined = 0
     join_by = time.monotonic() + JOIN_TIMEOUT_S
@@ -142,7 +142,7 @@ def serve(matches: int, warmup_s: float, window_s: float, data_dir: str | None, 
             joined += len(filled)
             filled.clear()
             if joined == matches:
-                print("joined", file=out, flush=True)
+                print("joined {}", file=out, flush=True)
                 start, end = now + warmup_s, now + warmup_s + window_s
             elif now > join_by:
                 raise SystemExit(f"floor server: only {joined} of {matches} matches filled in {JOIN_TIMEOUT_S:g} s")
@@ -222,7 +222,7 @@ def _figures(matches: int, storage: bool, marks: dict, counts: dict) -> dict:
 def main(argv: list[str]) -> int:
     matches, warmup_s, window_s, data_dir = int(argv[0]), float(argv[1]), float(argv[2]), argv[3]
     figures = serve(matches, warmup_s, window_s, None if data_dir == "-" else data_dir)
-    print(json.dumps(figures), flush=True)
+    print(f"figures {json.dumps(figures)}", flush=True)
     return 0
 
 

@@ -65,14 +65,14 @@ def test_a_stranger_with_garbage_does_not_stop_the_floor_server():
     server = subprocess.Popen([sys.executable, "-m", "tools.floor_server", "1", "0", "0.3", "-"], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
     try:
-        port = int(server.stdout.readline().split()[1])
+        port = json.loads(server.stdout.readline().partition(" ")[2])["port"]
         for garbage in (b"not json", b'{"match": 7}', b'{"match": "0"}', b"[]"):
             with socket.create_connection(("127.0.0.1", port)) as stranger:
                 stranger.sendall(client_message(garbage, b"abcd"))
                 assert stranger.recv(10) == b""  # dropped
         sent = run_bots(port, matches=1, seconds=30, seed=1)  # returns once the server ends its window
-        assert server.stdout.readline().strip() == "joined"
-        figures = json.loads(server.stdout.readline())
+        assert server.stdout.readline().strip() == "joined {}"
+        figures = json.loads(server.stdout.readline().partition(" ")[2])
         assert server.wait(10) == 0
     finally:
         if server.poll() is None:
